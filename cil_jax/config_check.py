@@ -1,0 +1,61 @@
+"""One validation pass over the config, before any data or model is built.
+
+Every message names the offending key and how to fix it.
+"""
+
+from cil_jax import losses
+from cil_jax import methods
+from cil_jax import optim
+from cil_jax import partition
+from cil_jax.data import source
+from cil_jax.models import MODEL_NAMES
+
+
+def validate(config, num_devices):
+  """Raises ``ValueError`` on the first bad value."""
+  def need(ok, message):
+    if not ok:
+      raise ValueError(f"Invalid config: {message}")
+
+  need(config.dataset.name in source.SOURCES,
+       f"config.dataset.name={config.dataset.name!r}; use one of "
+       f"{source.SOURCES}.")
+  need(config.model.name in MODEL_NAMES,
+       f"config.model.name={config.model.name!r}; use one of {MODEL_NAMES}.")
+  need(0.0 <= config.model.dropout < 1.0,
+       f"config.model.dropout={config.model.dropout} must be in [0, 1).")
+  for name in methods.method_names(config.methods):
+    methods.get_method(name, config)  # parses eps
+  kd = config.eps_kd
+  need(kd.kd_temperature > 0,
+       f"config.eps_kd.kd_temperature={kd.kd_temperature} must be > 0.")
+  need(kd.kd_form in losses.KD_FORMS,
+       f"config.eps_kd.kd_form={kd.kd_form!r}; use one of {losses.KD_FORMS}.")
+  need(kd.layers in partition.PRESETS,
+       f"config.eps_kd.layers={kd.layers!r}; use one of {partition.PRESETS}.")
+  need(kd.last_k >= 1, f"config.eps_kd.last_k={kd.last_k} must be >= 1.")
+  need(kd.layers != "adapter" or kd.adapter_dim > 0,
+       "config.eps_kd.layers='adapter' needs config.eps_kd.adapter_dim > 0.")
+  need(kd.layers != "regex" or kd.trainable_regex,
+       "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
+  need(config.optim.name in optim.OPTIMIZERS,
+       f"config.optim.name={config.optim.name!r}; use one of "
+       f"{optim.OPTIMIZERS}.")
+  need(config.optim.schedule in optim.SCHEDULES,
+       f"config.optim.schedule={config.optim.schedule!r}; use one of "
+       f"{optim.SCHEDULES}.")
+  need(config.optim.learning_rate > 0,
+       f"config.optim.learning_rate={config.optim.learning_rate} must be > 0.")
+  need(config.optim.weight_decay >= 0,
+       f"config.optim.weight_decay={config.optim.weight_decay} must be >= 0.")
+  need(config.train.epochs >= 1,
+       f"config.train.epochs={config.train.epochs} must be >= 1.")
+  need(config.train.checkpoint_every_epochs >= 1,
+       f"config.train.checkpoint_every_epochs="
+       f"{config.train.checkpoint_every_epochs} must be >= 1.")
+  for key in ("batch_size", "eval_batch_size"):
+    size = config.train[key]
+    need(size > 0 and size % num_devices == 0,
+         f"config.train.{key}={size} must be a positive multiple of the "
+         f"{num_devices} devices in use (set config.train.num_devices or "
+         f"change the batch size).")

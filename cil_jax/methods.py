@@ -1,0 +1,84 @@
+"""Methods are small sets of knobs, not classes.
+
+``eps_kd`` reads its knobs from ``config.eps_kd``; the references are fixed:
+``finetune`` (no distillation, all layers), ``lwf`` (Li & Hoiem 2016: LwF's
+renormalised KD at T=2 with equal weight on CE and KD, all layers) and
+``joint`` (an oracle trained from scratch on all seen classes' data; it
+breaks the no-old-data rule on purpose, to give the upper bound).
+"""
+
+import dataclasses
+
+from cil_jax import losses
+
+METHODS = ("eps_kd", "lwf", "finetune", "joint")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  name: str
+  eps: object  # float in [0, 1] or "auto"
+  kd_form: str = "full"
+  kd_temperature: float = 1.0
+  kd_t2_scaling: bool = False
+  layers: str = "all"
+  last_k: int = 1
+  trainable_regex: str = ""
+  adapter_dim: int = 0
+  joint: bool = False
+
+  @property
+  def distills(self):
+    return self.eps == "auto" or self.eps > 0
+
+  def eps_for(self, num_old, num_new):
+    if self.eps == "auto":
+      return losses.auto_eps(num_old, num_new)
+    return float(self.eps)
+
+
+def parse_eps(value):
+  """``"auto"`` or a float in [0, 1] (config strings like ``"0.3"`` too)."""
+  if isinstance(value, str) and value.strip() == "auto":
+    return "auto"
+  try:
+    eps = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"eps={value!r} is neither 'auto' nor a number; use e.g. "
+                     f"--config.eps_kd.eps=0.5 or =auto.") from None
+  if not 0.0 <= eps <= 1.0:
+    raise ValueError(f"eps={eps} is outside [0, 1]; it weighs KD against CE "
+                     f"as (1-eps)*CE + eps*KD.")
+  return eps
+
+
+def method_names(methods_string):
+  names = [m.strip() for m in methods_string.split(",") if m.strip()]
+  if not names:
+    raise ValueError(f"config.methods is empty; list some of {METHODS}, "
+                     f"comma-separated.")
+  for name in names:
+    if name not in METHODS:
+      raise ValueError(f"Unknown method {name!r} in config.methods; choose "
+                       f"from {METHODS}.")
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.methods lists a method twice: {methods_string!r}.")
+  return names
+
+
+def get_method(name, config):
+  if name == "eps_kd":
+    c = config.eps_kd
+    return Method(name, parse_eps(c.eps), c.kd_form, c.kd_temperature,
+                  c.kd_t2_scaling, c.layers, c.last_k, c.trainable_regex,
+                  c.adapter_dim if c.layers == "adapter" else 0)
+  if name == "lwf":
+    return Method(name, 0.5, "renormalized", 2.0, False)
+  if name == "finetune":
+    return Method(name, 0.0)
+  if name == "joint":
+    return Method(name, 0.0, joint=True)
+  raise ValueError(f"Unknown method {name!r}; choose from {METHODS}.")
+
+
+BASE = Method("base", 0.0)  # step 0: plain cross-entropy on the first group

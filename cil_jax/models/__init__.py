@@ -1,0 +1,29 @@
+"""Model registry: a model config and a class count give a flax module."""
+
+from cil_jax.models.cnn import SmallCNN
+from cil_jax.models.layers import Classifier
+from cil_jax.models.mlp import MLP
+from cil_jax.models.resnet import ResNetCifar
+
+MODEL_NAMES = ("mlp", "cnn", "resnet")
+
+
+def build_model(model_config, num_classes, adapter_dim=0):
+  """Returns a ``Classifier`` for ``model_config.name`` with ``num_classes``.
+
+  ``adapter_dim > 0`` inserts a zero-initialised residual adapter between the
+  backbone and the head.
+  """
+  name = model_config.name
+  if name == "mlp":
+    backbone = MLP(tuple(model_config.hidden_sizes), model_config.dropout)
+  elif name == "cnn":
+    backbone = SmallCNN(tuple(model_config.conv_features),
+                        model_config.dense_size, model_config.dropout)
+  elif name == "resnet":
+    backbone = ResNetCifar(model_config.resnet_depth, model_config.resnet_width)
+  else:
+    raise ValueError(f"Unknown model {name!r}: set config.model.name to one "
+                     f"of {MODEL_NAMES}.")
+  return Classifier(backbone=backbone, num_classes=num_classes,
+                    adapter_dim=adapter_dim)

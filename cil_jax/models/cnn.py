@@ -1,0 +1,27 @@
+"""A small convolutional backbone (conv-relu-pool stages, then a dense layer)."""
+
+from typing import Sequence
+
+import flax.linen as nn
+
+from cil_jax.models.layers import flatten
+
+
+class SmallCNN(nn.Module):
+  """``len(conv_features)`` 3x3 conv + ReLU + 2x2 max-pool stages, then one
+  dense layer of ``dense_size``. Layers are ``layer_00``, ... in forward order.
+  """
+  conv_features: Sequence[int]
+  dense_size: int
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, inputs, train=False):
+    x = inputs
+    for i, features in enumerate(self.conv_features):
+      x = nn.relu(nn.Conv(features, (3, 3), name=f"layer_{i:02d}")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    x = flatten(x)
+    x = nn.relu(nn.Dense(self.dense_size,
+                         name=f"layer_{len(self.conv_features):02d}")(x))
+    return nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -1,0 +1,49 @@
+"""Growing a classifier's head: old columns copied, new columns freshly initialised."""
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+HEAD = "head"
+
+
+def expand_variables(old_variables, new_variables, num_old):
+  """Copies a trained model into a freshly initialised, wider one.
+
+  ``new_variables`` comes from ``init`` of the wider model. Every leaf that
+  exists in ``old_variables`` is copied; the head's kernel and bias keep
+  their first ``num_old`` columns from the old model and the rest from the
+  fresh init. Leaves only in the new model (an adapter) keep their init.
+  A leaf present in both with another shape is a model mismatch and raises.
+  """
+  old_flat = traverse_util.flatten_dict(jax.device_get(old_variables), sep="/")
+  new_flat = traverse_util.flatten_dict(jax.device_get(new_variables), sep="/")
+  missing = sorted(set(old_flat) - set(new_flat))
+  if missing:
+    raise ValueError(f"The old model has parameters the new one lacks: "
+                     f"{missing[:5]}; teacher and student must be the same "
+                     f"architecture (check config.model).")
+  merged = {}
+  for path, fresh in new_flat.items():
+    if path not in old_flat:
+      merged[path] = fresh
+      continue
+    old = np.asarray(old_flat[path])
+    if _is_head(path):
+      if old.shape[:-1] != fresh.shape[:-1] or old.shape[-1] != num_old:
+        raise ValueError(f"Head {path} of shape {old.shape} cannot grow to "
+                         f"{fresh.shape} with {num_old} old classes.")
+      merged[path] = np.concatenate([old, np.asarray(fresh)[..., num_old:]],
+                                    axis=-1)
+    elif old.shape != fresh.shape:
+      raise ValueError(f"Parameter {path} has shape {old.shape} in the old "
+                       f"model but {fresh.shape} in the new one; check that "
+                       f"config.model matches the teacher.")
+    else:
+      merged[path] = old
+  return traverse_util.unflatten_dict(merged, sep="/")
+
+
+def _is_head(path):
+  parts = path.split("/")
+  return len(parts) >= 2 and parts[1] == HEAD

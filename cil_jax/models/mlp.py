@@ -1,0 +1,25 @@
+"""Multi-layer perceptron backbone."""
+
+from typing import Sequence
+
+import flax.linen as nn
+
+from cil_jax.models.layers import flatten
+
+
+class MLP(nn.Module):
+  """Dense + ReLU (+ dropout) layers on flattened inputs.
+
+  Layers are named ``layer_00``, ``layer_01``, ... so sorted names are the
+  forward order (``partition.last_k`` relies on it).
+  """
+  hidden_sizes: Sequence[int]
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, inputs, train=False):
+    x = flatten(inputs)
+    for i, size in enumerate(self.hidden_sizes):
+      x = nn.relu(nn.Dense(size, name=f"layer_{i:02d}")(x))
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return x

@@ -1,0 +1,135 @@
+"""Which parameters learn: regex rules over parameter paths.
+
+A path is the slash-joined key path inside ``params``, e.g.
+``backbone/layer_01/kernel``, ``adapter/up/bias``, ``head/kernel``. Rules are
+``(regex, label)`` pairs, first full match wins, and every parameter must be
+covered (big_vision's ``_split_frozen`` idea). Presets turn a name into rules.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+TRAINABLE = "trainable"
+FROZEN = "frozen"
+PRESETS = ("all", "head", "new_rows", "last_k", "adapter", "regex")
+
+
+def layer_names(params):
+  """Top-level layers in forward order: backbone layers, adapter, head.
+
+  Backbone layers are named ``layer_NN`` so sorting gives the forward order.
+  """
+  names = [f"backbone/{name}" for name in sorted(params.get("backbone", {}))]
+  if "adapter" in params:
+    names.append("adapter")
+  return names + ["head"]
+
+
+def preset_rules(preset, params, last_k=1, trainable_regex=""):
+  """Rules for a named preset; the last rule freezes everything else."""
+  if preset == "all":
+    pattern = ".*"
+  elif preset in ("head", "new_rows"):
+    pattern = "head/.*"
+  elif preset == "adapter":
+    if "adapter" not in params:
+      raise ValueError("Preset 'adapter' needs a model with an adapter; set "
+                       "the method's adapter_dim > 0.")
+    pattern = "(adapter|head)/.*"
+  elif preset == "last_k":
+    layers = layer_names(params)
+    if not 1 <= last_k <= len(layers):
+      raise ValueError(f"last_k={last_k} is out of range: this model has "
+                       f"{len(layers)} layers ({', '.join(layers)}); choose "
+                       f"1..{len(layers)}.")
+    pattern = "(" + "|".join(re.escape(n) for n in layers[-last_k:]) + ")/.*"
+  elif preset == "regex":
+    if not trainable_regex:
+      raise ValueError("Preset 'regex' needs trainable_regex, a regex over "
+                       "parameter paths such as 'head/.*'.")
+    pattern = trainable_regex
+  else:
+    raise ValueError(f"Unknown layer preset {preset!r}; use one of {PRESETS}.")
+  return [(pattern, TRAINABLE), (".*", FROZEN)]
+
+
+def path_labels(tree, rules):
+  """Label tree for ``tree`` from ``rules``; raises on an uncovered path."""
+  compiled = [(re.compile(pattern), label) for pattern, label in rules]
+  flat = traverse_util.flatten_dict(tree, sep="/")
+  labels = {}
+  for path in flat:
+    label = next((lbl for rx, lbl in compiled if rx.fullmatch(path)), None)
+    if label is None:
+      raise ValueError(f"Parameter {path!r} matches no partition rule "
+                       f"{[p for p, _ in rules]}; add a rule that covers it.")
+    labels[path] = label
+  return traverse_util.unflatten_dict(labels, sep="/")
+
+
+def trainable_labels(params, rules):
+  """Like ``path_labels`` but also refuses a rule set that trains nothing."""
+  labels = path_labels(params, rules)
+  if TRAINABLE not in jax.tree_util.tree_leaves(labels):
+    raise ValueError(f"The trainable pattern {rules[0][0]!r} matches no "
+                     f"parameter; paths look like "
+                     f"{list(traverse_util.flatten_dict(params, sep='/'))[:4]}.")
+  return labels
+
+
+def masked_optimizer(tx, labels, num_old_columns=None):
+  """``tx`` on trainable leaves, zero updates on frozen ones.
+
+  With ``num_old_columns`` (preset ``new_rows``) the head's first columns,
+  which score the old classes, get zero updates too: only new classes learn.
+  The mask acts on the final updates, so momentum or weight decay cannot
+  leak into frozen entries.
+  """
+  tx = optax.transforms.partition({TRAINABLE: tx, FROZEN: optax.set_to_zero()},
+                                  labels)
+  if num_old_columns is None:
+    return tx
+  return optax.chain(tx, optax.stateless(_keep_new_columns(num_old_columns)))
+
+
+def _keep_new_columns(num_old):
+  def update_fn(updates, params):
+    del params
+
+    def mask(path, update):
+      if _key(path[0]) != "head":
+        return update
+      new_column = jnp.arange(update.shape[-1]) >= num_old
+      return jnp.where(new_column, update, jnp.zeros_like(update))
+
+    return jax.tree_util.tree_map_with_path(mask, updates)
+  return update_fn
+
+
+def keep_frozen(new_tree, old_tree, labels_by_layer):
+  """Takes ``old_tree`` leaves where the owning layer is frozen.
+
+  Used for BatchNorm statistics: a frozen layer keeps its running averages.
+  ``labels_by_layer`` is a function from a slash path to a label.
+  """
+  def pick(path, new, old):
+    slash_path = "/".join(_key(k) for k in path)
+    return old if labels_by_layer(slash_path) == FROZEN else new
+  return jax.tree_util.tree_map_with_path(pick, new_tree, old_tree)
+
+
+def rule_labeler(rules):
+  """A function path -> label for ``rules`` (first full match wins)."""
+  compiled = [(re.compile(pattern), label) for pattern, label in rules]
+
+  def label_of(path):
+    return next((lbl for rx, lbl in compiled if rx.fullmatch(path)), FROZEN)
+  return label_of
+
+
+def _key(entry):
+  return str(getattr(entry, "key", entry))

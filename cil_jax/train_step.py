@@ -1,0 +1,115 @@
+"""The pure, data-parallel train and eval steps.
+
+``train_step(state, teacher, batch, rng) -> (state, metrics)`` runs under
+``jax.pmap`` with axis ``batch``: every device holds a replica of ``state``
+and the teacher, and a ``[devices, per_device, ...]`` slice of the global
+batch; gradients, BatchNorm statistics and metrics are averaged over the
+axis. The body uses only ``lax`` collectives by axis name, so the same code
+runs under ``jax.shard_map``.
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from cil_jax import losses
+from cil_jax import partition
+
+BATCH_AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything the student's training changes, and nothing else.
+
+  ``hparams`` holds the scalar hyperparameters of the loss (``eps``,
+  ``kd_temperature``) as arrays, so a stack of states can sweep them.
+  The teacher is never part of the state.
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  hparams: Any
+
+
+def create_state(variables, tx, eps, kd_temperature):
+  params = variables["params"]
+  return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+      hparams={"eps": jnp.float32(eps),
+               "kd_temperature": jnp.float32(kd_temperature)})
+
+
+def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
+                    frozen_labeler):
+  """Builds the per-device step; wrap it with ``pmap_train_step``.
+
+  ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
+  teacher runs in inference mode and may be ``None`` (no distillation).
+  ``frozen_labeler`` maps a BatchNorm statistic's path to a partition label,
+  so frozen layers keep their running averages.
+  """
+
+  def train_step(state, teacher, batch, rng):
+    rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
+                             lax.axis_index(BATCH_AXIS))
+    eps = state.hparams["eps"]
+    temperature = state.hparams["kd_temperature"]
+    if teacher_apply is not None:
+      teacher_logits = lax.stop_gradient(
+          teacher_apply(teacher, batch["image"], train=False))
+
+    def loss_fn(params):
+      logits, updates = student_apply(
+          {"params": params, "batch_stats": state.batch_stats},
+          batch["image"], train=True, rngs={"dropout": rng},
+          mutable=["batch_stats"])
+      ce = losses.cross_entropy(logits, batch["label"])
+      if teacher_apply is None:
+        kd = jnp.zeros(())
+        loss = ce
+      else:
+        kd = losses.distillation(kd_form, teacher_logits, logits,
+                                 temperature, kd_t2_scaling)
+        loss = losses.eps_mix(ce, kd, eps)
+      return loss, (logits, updates.get("batch_stats", {}), ce, kd)
+
+    (loss, (logits, batch_stats, ce, kd)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    grads = lax.pmean(grads, BATCH_AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    batch_stats = partition.keep_frozen(lax.pmean(batch_stats, BATCH_AXIS),
+                                        state.batch_stats, frozen_labeler)
+    metrics = lax.pmean({
+        "loss": loss, "ce": ce, "kd": kd,
+        "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+    }, BATCH_AXIS)
+    new_state = state.replace(step=state.step + 1, params=params,
+                              batch_stats=batch_stats, opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step
+
+
+def pmap_train_step(train_step):
+  """pmapped step: state and teacher replicated, batch sharded, rng shared.
+
+  The state buffers are donated: the old state is dead after the step.
+  """
+  return jax.pmap(train_step, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, None),
+                  donate_argnums=(0,))
+
+
+def make_eval_step(apply_fn):
+  """pmapped ``(variables, images) -> predicted positions``."""
+  def eval_step(variables, images):
+    return jnp.argmax(apply_fn(variables, images, train=False), axis=-1)
+  return jax.pmap(eval_step, axis_name=BATCH_AXIS)

@@ -1,0 +1,67 @@
+"""Default experiment: digits 0-4, then 5-9 added without the old data.
+
+Runs offline on scikit-learn's embedded digits (1,797 real 8x8 images).
+  python -m cil_jax.main --config configs/default.py --workdir /tmp/cil
+"""
+
+from ml_collections import config_dict
+
+
+def get_config():
+  config = config_dict.ConfigDict()
+  config.seed = 0
+  # Comma-separated, run side by side: eps_kd (the method), lwf, finetune
+  # (lower reference), joint (oracle trained on all seen classes' data).
+  config.methods = "eps_kd,finetune,joint"
+
+  config.dataset = config_dict.ConfigDict()
+  config.dataset.name = "digits"
+
+  config.classes = config_dict.ConfigDict()
+  # One tuple of dataset class ids per step; step 0 trains C_A.
+  config.classes.groups = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+  # Set to shuffle the class ids over the groups (same group sizes).
+  config.classes.order_seed = config_dict.placeholder(int)
+
+  # A given classifier to start from (configs/add_classes.py sets it).
+  config.teacher = config_dict.ConfigDict()
+  config.teacher.checkpoint = ""
+
+  config.model = config_dict.ConfigDict()
+  config.model.name = "mlp"  # mlp | cnn | resnet
+  config.model.hidden_sizes = (256, 256)  # mlp
+  config.model.conv_features = (32, 64)  # cnn
+  config.model.dense_size = 128  # cnn
+  config.model.resnet_depth = 20  # resnet: 20, 32, 44, ...
+  config.model.resnet_width = 16  # resnet
+  config.model.dropout = 0.0  # mlp, cnn
+
+  config.eps_kd = config_dict.ConfigDict()
+  config.eps_kd.eps = "auto"  # a number in [0, 1], or auto = k / (k + m)
+  config.eps_kd.kd_form = "full"  # full (Taitelbaum et al.) | renormalized (LwF)
+  config.eps_kd.kd_temperature = 2.0
+  config.eps_kd.kd_t2_scaling = False
+  # all | head | new_rows | last_k | adapter | regex
+  config.eps_kd.layers = "all"
+  config.eps_kd.last_k = 2  # layers=last_k
+  config.eps_kd.adapter_dim = 64  # layers=adapter
+  config.eps_kd.trainable_regex = ""  # layers=regex, e.g. "(backbone/layer_01|head)/.*"
+
+  config.optim = config_dict.ConfigDict()
+  config.optim.name = "adam"  # sgd | adam | adamw
+  config.optim.learning_rate = 1e-3
+  config.optim.momentum = 0.9  # sgd
+  config.optim.nesterov = False  # sgd
+  config.optim.weight_decay = 0.0
+  config.optim.schedule = "cosine"  # constant | cosine | step
+  config.optim.warmup_steps = 0
+  config.optim.step_boundaries = (0.5, 0.75)  # schedule=step, fractions
+  config.optim.step_factor = 0.1  # schedule=step
+
+  config.train = config_dict.ConfigDict()
+  config.train.epochs = 30
+  config.train.batch_size = 64
+  config.train.eval_batch_size = 256
+  config.train.checkpoint_every_epochs = 5
+  config.train.num_devices = 0  # 0: all local devices
+  return config
