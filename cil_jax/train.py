@@ -47,7 +47,7 @@ def run(config, workdir):
   _claim_workdir(config, workdir)
 
   dataset = source.load_dataset(config.dataset)
-  base_dir = os.path.join(workdir, "base")
+  base_dir = os.path.join(workdir, "base", "step_0")
   if config.teacher.checkpoint:
     base_variables, base_meta = _load_teacher(config, dataset)
     groups = [base_meta["class_order"]] + classes.class_sequence(
