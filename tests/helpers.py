@@ -8,6 +8,7 @@ def small_config(**overrides):
   config = default.get_config()
   config.train.epochs = 4
   config.train.checkpoint_every_epochs = 2
+  config.train.num_devices = 1
   for key, value in overrides.items():
     target = config
     *parents, leaf = key.split(".")

@@ -15,7 +15,8 @@ from tests.helpers import small_config
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("default"))
-  config = small_config(**{"train.epochs": 15})
+  # All 8 fake CPU devices (tests/conftest.py): the real data-parallel path.
+  config = small_config(**{"train.epochs": 15, "train.num_devices": 0})
   return workdir, train.run(config, workdir)
 
 
@@ -54,10 +55,10 @@ def test_steps_train_on_new_classes_only_and_evaluate_all_seen(default_run):
 
 def test_rerun_reuses_finished_steps_and_refuses_another_config(default_run):
   workdir, results = default_run
-  config = small_config(**{"train.epochs": 15})
+  config = small_config(**{"train.epochs": 15, "train.num_devices": 0})
   again = train.run(config, workdir)
   assert again == results
-  other = small_config(**{"train.epochs": 3})
+  other = small_config(**{"train.epochs": 3, "train.num_devices": 0})
   with pytest.raises(ValueError, match=r"different config.*train.epochs"):
     train.run(other, workdir)
 
@@ -69,6 +70,7 @@ def test_add_classes_to_a_given_classifier(default_run, tmp_path):
   config.teacher.checkpoint = teacher
   config.classes.groups = ((7, 8), (9,))
   config.train.epochs = 10
+  config.train.num_devices = 1
   got = train.run(config, str(tmp_path / "add"))
   assert got["class_sequence"] == [[0, 1, 2, 3, 4], [7, 8], [9]]
   eps_kd = got["methods"]["eps_kd"]
@@ -145,6 +147,7 @@ def test_layer_presets_add_classes_to_the_same_teacher(default_run, tmp_path):
     config.methods = "eps_kd"
     config.eps_kd.layers = layers
     config.train.epochs = 15
+    config.train.num_devices = 1
     r = train.run(config, str(tmp_path / layers))["methods"]["eps_kd"]
     accuracies[layers] = (r["final_acc_old"], r["final_acc_new"])
     assert r["steps"][1]["layers"] == layers
