@@ -21,9 +21,11 @@ PRESETS = ("all", "head", "new_rows", "last_k", "adapter", "regex")
 def layer_names(params):
   """Top-level layers in forward order: backbone layers, adapter, head.
 
-  Backbone layers are named ``layer_NN`` so sorting gives the forward order.
+  Backbone layers are named ``layer_<index>``; the index gives the order.
   """
-  names = [f"backbone/{name}" for name in sorted(params.get("backbone", {}))]
+  backbone = sorted(params.get("backbone", {}),
+                    key=lambda name: int(name.rsplit("_", 1)[-1]))
+  names = [f"backbone/{name}" for name in backbone]
   if "adapter" in params:
     names.append("adapter")
   return names + ["head"]

@@ -30,7 +30,8 @@ def expand_variables(old_variables, new_variables, num_old):
       continue
     old = np.asarray(old_flat[path])
     if _is_head(path):
-      if old.shape[:-1] != fresh.shape[:-1] or old.shape[-1] != num_old:
+      if (old.shape[:-1] != fresh.shape[:-1] or old.shape[-1] != num_old
+          or num_old > fresh.shape[-1]):
         raise ValueError(f"Head {path} of shape {old.shape} cannot grow to "
                          f"{fresh.shape} with {num_old} old classes.")
       merged[path] = np.concatenate([old, np.asarray(fresh)[..., num_old:]],
