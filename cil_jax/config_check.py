@@ -7,7 +7,7 @@ from cil_jax import losses
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
-from cil_jax.data import source
+from cil_jax.data import train_data
 from cil_jax.models import MODEL_NAMES
 
 
@@ -17,9 +17,12 @@ def validate(config, num_devices):
     if not ok:
       raise ValueError(f"Invalid config: {message}")
 
-  need(config.dataset.name in source.SOURCES,
-       f"config.dataset.name={config.dataset.name!r}; use one of "
-       f"{source.SOURCES}.")
+  need(config.dataset.placement in train_data.PLACEMENTS,
+       f"config.dataset.placement={config.dataset.placement!r}; use one of "
+       f"{train_data.PLACEMENTS}.")
+  need(config.dataset.shuffle_buffer >= 1,
+       f"config.dataset.shuffle_buffer={config.dataset.shuffle_buffer} must "
+       f"be >= 1.")
   need(config.model.name in MODEL_NAMES,
        f"config.model.name={config.model.name!r}; use one of {MODEL_NAMES}.")
   need(0.0 <= config.model.dropout < 1.0,

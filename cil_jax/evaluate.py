@@ -6,40 +6,54 @@ step t, so old-class errors include confusions with new classes.
 """
 
 import numpy as np
+from jax.experimental import multihost_utils
 
-from cil_jax.data import batches
+from cil_jax.data import pipeline
 
 
-def predict(eval_step, variables, images, labels, batch_size, num_devices):
-  """Predicted output positions for every example, in order."""
-  predictions = []
-  for batch in batches.eval_batches(images, labels, batch_size, num_devices):
+def class_counts(eval_step, variables, base, num_classes, batch_size,
+                 num_devices):
+  """``(correct, total)`` per output position over a dataset, summed over
+  all processes; every example counted exactly once."""
+  correct = np.zeros(num_classes, np.int64)
+  total = np.zeros(num_classes, np.int64)
+  for batch in pipeline.eval_batches(base, batch_size=batch_size,
+                                     num_devices=num_devices):
     pred = np.asarray(eval_step(variables, batch["image"])).reshape(-1)
-    predictions.append(pred[batch["mask"].reshape(-1)])
-  return np.concatenate(predictions)
+    mask = batch["mask"].reshape(-1)
+    labels = batch["label"].reshape(-1)[mask]
+    total += np.bincount(labels, minlength=num_classes)
+    correct += np.bincount(labels[pred[mask] == labels],
+                           minlength=num_classes)
+  gathered = multihost_utils.process_allgather(np.stack([correct, total]))
+  if gathered.ndim == 3:  # [processes, 2, classes] with several processes
+    gathered = gathered.sum(0)
+  return gathered[0], gathered[1]
 
 
-def accuracy(predictions, labels, positions):
-  """Accuracy on examples whose label is in ``positions``."""
-  keep = np.isin(labels, positions)
-  if not keep.any():
-    raise ValueError(f"No test example has a label in {list(positions)}.")
-  return float(np.mean(predictions[keep] == labels[keep]))
+def accuracy(correct, total, positions):
+  """Accuracy over the examples whose label is in ``positions``."""
+  positions = np.asarray(positions)
+  n = total[positions].sum()
+  if not n:
+    raise ValueError(f"No test example has a label in {positions.tolist()}.")
+  return float(correct[positions].sum() / n)
 
 
-def step_metrics(predictions, labels, group_sizes):
+def step_metrics(correct, total, group_sizes):
   """Old/new/all accuracies and one row of the accuracy matrix for a step
   whose seen groups have ``group_sizes`` (the last group is the new one)."""
   bounds = np.cumsum([0] + list(group_sizes))
-  row = [accuracy(predictions, labels, np.arange(lo, hi))
+  row = [accuracy(correct, total, np.arange(lo, hi))
          for lo, hi in zip(bounds[:-1], bounds[1:])]
   num_old = int(bounds[-2])
   return {
-      "acc_all": accuracy(predictions, labels, np.arange(bounds[-1])),
-      "acc_old": (accuracy(predictions, labels, np.arange(num_old))
+      "acc_all": accuracy(correct, total, np.arange(bounds[-1])),
+      "acc_old": (accuracy(correct, total, np.arange(num_old))
                   if num_old else None),
       "acc_new": row[-1],
       "accuracy_row": row,
+      "num_test_examples": int(total[:bounds[-1]].sum()),
   }
 
 

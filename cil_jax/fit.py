@@ -5,13 +5,11 @@ import time
 
 import jax
 import numpy as np
-from flax import jax_utils
 
 from cil_jax import checkpoint
 from cil_jax import optim
 from cil_jax import partition
 from cil_jax import train_step as ts
-from cil_jax.data import batches
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -19,22 +17,23 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def fit(*, student, variables, teacher, teacher_variables, method, eps,
-        num_old, train_images, train_labels, config, devices, rng, data_seed,
-        checkpoint_dir, name):
+        num_old, train_data, config, devices, rng, data_seed, checkpoint_dir,
+        name):
   """Trains ``student`` from ``variables`` and returns its host variables.
 
   ``teacher`` is a flax module (or ``None``) run in inference mode on
   ``teacher_variables``; it is an input of every step, never trained, never
-  saved with the student. Resumes from the newest checkpoint in
-  ``checkpoint_dir``; the batch order of an epoch depends only on
-  ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
+  saved with the student. ``train_data`` is a ``data.train_data`` object.
+  Resumes from the newest checkpoint in ``checkpoint_dir``; the batches of
+  an epoch depend only on ``(data_seed, epoch)``, so a resumed run matches an
+  uninterrupted one.
   """
   num_devices = len(devices)
   batch_size = config.train.batch_size
-  steps_per_epoch = batches.num_train_batches(len(train_labels), batch_size)
+  steps_per_epoch = train_data.num_examples // batch_size
   if steps_per_epoch == 0:
-    raise ValueError(f"{name}: {len(train_labels)} training examples make no "
-                     f"full batch of {batch_size}; lower "
+    raise ValueError(f"{name}: {train_data.num_examples} training examples "
+                     f"make no full batch of {batch_size}; lower "
                      f"config.train.batch_size.")
   epochs = config.train.epochs
   rules = partition.preset_rules(method.layers, variables["params"],
@@ -44,7 +43,7 @@ def fit(*, student, variables, teacher, teacher_variables, method, eps,
       optim.make_optimizer(config.optim, epochs * steps_per_epoch), labels,
       num_old if method.layers == "new_rows" else None)
   host_state = ts.create_state(variables, tx, eps, method.kd_temperature)
-  step_fn = ts.pmap_train_step(ts.make_train_step(
+  step_fn = train_data.make_step(ts.make_train_step(
       student.apply, teacher.apply if teacher is not None else None, tx,
       method.kd_form, method.kd_t2_scaling, partition.rule_labeler(rules)))
 
@@ -54,19 +53,17 @@ def fit(*, student, variables, teacher, teacher_variables, method, eps,
     host_state = restored
     print(f"{name}: resumed from the epoch {start_epoch} checkpoint",
           flush=True)
-  state = jax_utils.replicate(host_state, devices)
-  teacher_replicated = jax_utils.replicate(teacher_variables or {}, devices)
-  print(f"{name}: {len(train_labels)} training examples of classes "
-        f"{np.unique(train_labels).tolist()} (output positions), "
-        f"{steps_per_epoch} steps/epoch on {num_devices} device(s), "
-        f"eps={eps:.3f}, layers={method.layers}", flush=True)
+  state = ts.replicate(host_state, devices)
+  teacher_replicated = ts.replicate(teacher_variables or {}, devices)
+  print(f"{name}: {train_data.num_examples} training examples, "
+        f"{steps_per_epoch} steps/epoch of {batch_size} on {num_devices} "
+        f"device(s), data on {train_data.mode}, eps={eps:.3f}, "
+        f"layers={method.layers}", flush=True)
 
   for epoch in range(start_epoch + 1, epochs + 1):
     start = time.perf_counter()
     epoch_metrics = []
-    for batch in batches.train_batches(
-        train_images, train_labels, batch_size, num_devices, data_seed, epoch,
-        allowed_labels=np.unique(train_labels)):
+    for batch in train_data.epoch(data_seed, epoch):
       state, metrics = step_fn(state, teacher_replicated, batch, rng)
       epoch_metrics.append(metrics)
     means = {k: float(np.mean([m[k][0] for m in jax.device_get(epoch_metrics)]))

@@ -32,7 +32,9 @@ from cil_jax import fit
 from cil_jax import methods
 from cil_jax import train_step as ts
 from cil_jax.data import classes
-from cil_jax.data import source
+from cil_jax.data import pipeline
+from cil_jax.data import source as data_source
+from cil_jax.data.train_data import make_train_data
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
 from cil_jax.report import format_table
@@ -46,7 +48,8 @@ def run(config, workdir):
   os.makedirs(workdir, exist_ok=True)
   _claim_workdir(config, workdir)
 
-  dataset = source.load_dataset(config.dataset)
+  source = data_source.Source(config.dataset)
+  dataset = source.info
   base_dir = os.path.join(workdir, "base", "step_0")
   if config.teacher.checkpoint:
     base_variables, base_meta = _load_teacher(config, dataset)
@@ -57,7 +60,7 @@ def run(config, workdir):
     groups = classes.class_sequence(config.classes.groups, dataset.num_classes,
                                     config.classes.order_seed)
   order = [c for group in groups for c in group]
-  experiment = _Experiment(config, dataset, groups, order, devices)
+  experiment = _Experiment(config, source, groups, order, devices)
   print(f"class sequence: {groups}; methods: {method_names}; "
         f"{len(devices)} {devices[0].platform} device(s)", flush=True)
 
@@ -86,11 +89,12 @@ def run(config, workdir):
 class _Experiment:
   """Data, class sequence and devices shared by every step of a run."""
 
-  def __init__(self, config, dataset, groups, order, devices):
-    self.config, self.dataset, self.groups, self.devices = (
-        config, dataset, groups, devices)
+  def __init__(self, config, source, groups, order, devices):
+    self.config, self.source, self.groups, self.devices = (
+        config, source, groups, devices)
+    self.dataset = source.info
     self.order = order
-    self.mapping = classes.label_map(order, dataset.num_classes)
+    self.mapping = classes.label_map(order, self.dataset.num_classes)
     self.rng = jax.random.PRNGKey(config.seed)
 
   def step(self, method, t, step_dir, previous):
@@ -114,9 +118,9 @@ class _Experiment:
     num_seen = sum(len(g) for g in seen)
     num_old = num_seen - len(self.groups[t])
     train_groups = seen if previous is None else [self.groups[t]]
-    train_x, train_y = classes.select(
-        self.dataset.train_images, self.dataset.train_labels,
-        [c for g in train_groups for c in g], self.mapping)
+    train_data = make_train_data(
+        self.source, [c for g in train_groups for c in g], self.mapping,
+        self.config.dataset, self.config.train.batch_size, self.devices)
     method_index = (methods.METHODS.index(method.name)
                     if method.name in methods.METHODS else len(methods.METHODS))
     rng = jax.random.fold_in(jax.random.fold_in(self.rng, t), method_index)
@@ -137,8 +141,7 @@ class _Experiment:
     trained = fit.fit(
         student=student, variables=variables, teacher=teacher,
         teacher_variables=teacher_variables, method=method, eps=eps,
-        num_old=num_old, train_images=train_x, train_labels=train_y,
-        config=self.config, devices=self.devices, rng=rng,
+        num_old=num_old, train_data=train_data, config=self.config, devices=self.devices, rng=rng,
         data_seed=[self.config.seed, t, method_index],
         checkpoint_dir=os.path.join(step_dir, "checkpoints"),
         name=f"{method.name} step {t}")
@@ -148,7 +151,8 @@ class _Experiment:
         "step": t, "method": method.name, "classes": self.groups[t],
         "num_old": num_old, "num_new": len(self.groups[t]), "eps": eps,
         "layers": method.layers, "adapter_dim": adapter_dim,
-        "num_train_examples": int(len(train_y)),
+        "num_train_examples": train_data.num_examples,
+        "data_placement": train_data.mode,
         "train_seconds": round(train_seconds, 2),
         **self.evaluate(student, trained, t),
     }
@@ -167,16 +171,13 @@ class _Experiment:
   def evaluate(self, model, variables, t):
     """Test metrics after step ``t`` over all classes seen by then."""
     seen = self.groups[:t + 1]
-    test_x, test_y = classes.select(
-        self.dataset.test_images, self.dataset.test_labels,
-        [c for g in seen for c in g], self.mapping)
-    predictions = evaluate.predict(
+    base = pipeline.filtered(self.source, "test", [c for g in seen for c in g],
+                             self.mapping)
+    correct, total = evaluate.class_counts(
         ts.make_eval_step(model.apply),
-        jax_utils.replicate(variables, self.devices), test_x, test_y,
+        jax_utils.replicate(variables, self.devices), base, len(self.order),
         self.config.train.eval_batch_size, len(self.devices))
-    return {"num_test_examples": int(len(test_y)),
-            **evaluate.step_metrics(predictions, test_y,
-                                    [len(g) for g in seen])}
+    return evaluate.step_metrics(correct, total, [len(g) for g in seen])
 
   def given_base(self, variables, adapter_dim):
     """The loaded C_A as step 0, evaluated on its own classes."""

@@ -13,8 +13,13 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+from flax import jax_utils
 from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 
 from cil_jax import losses
 from cil_jax import partition
@@ -97,6 +102,15 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
     return new_state, metrics
 
   return train_step
+
+
+def replicate(tree, devices):
+  """One copy of ``tree`` per device, laid out as the pmapped step returns
+  its state (a ``batch`` mesh axis), so feeding the step's output back in
+  does not trigger a second compilation."""
+  sharding = NamedSharding(Mesh(np.asarray(devices), (BATCH_AXIS,)),
+                           PartitionSpec(BATCH_AXIS))
+  return jax.device_put(jax_utils.replicate(tree, devices), sharding)
 
 
 def pmap_train_step(train_step):

@@ -15,7 +15,17 @@ def get_config():
   config.methods = "eps_kd,finetune,joint"
 
   config.dataset = config_dict.ConfigDict()
+  # "digits" (embedded, offline) or any TFDS image classification dataset;
+  # fashion_mnist builds offline from Debian's dataset-fashion-mnist.
   config.dataset.name = "digits"
+  config.dataset.data_dir = ""  # TFDS data_dir; "" = TFDS default
+  config.dataset.manual_dir = ""  # TFDS manual_dir; "" = Debian's, if any
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "test"
+  # auto: keep a step's training data on device when it fits device_max_mb.
+  config.dataset.placement = "auto"  # auto | device | host
+  config.dataset.device_max_mb = 1024
+  config.dataset.shuffle_buffer = 65536  # host placement
 
   config.classes = config_dict.ConfigDict()
   # One tuple of dataset class ids per step; step 0 trains C_A.

@@ -1,23 +1,42 @@
-"""Class sequences, label remapping, batching and the no-leak guarantee."""
+"""Class sequences, label remapping, pipelines and the no-leak guarantee
+(on digits and hand-made data; real Fashion-MNIST is in test_tfds.py)."""
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from cil_jax.data import batches
 from cil_jax.data import classes
 from cil_jax.data import digits
+from cil_jax.data import pipeline
+from cil_jax.data import source
+from cil_jax.data import train_data
+from configs import default
 
 
 def test_digits_split_is_fixed_and_stratified():
   data = digits.load()
-  assert data.train_images.shape == (1347, 8, 8, 1)
-  assert data.test_images.shape == (450, 8, 8, 1)
-  assert data.input_shape == (8, 8, 1)
+  train_x, train_y = data["train"]
+  test_x, test_y = data["test"]
+  assert train_x.shape == (1347, 8, 8, 1) and test_x.shape == (450, 8, 8, 1)
+  assert train_x.max() == 16.0  # raw intensities 0..16
   # Stratified: each class keeps 25% of its 174-183 images in test.
-  counts = np.bincount(data.test_labels, minlength=10)
+  counts = np.bincount(test_y, minlength=10)
   assert counts.min() >= 43 and counts.max() <= 46
-  np.testing.assert_array_equal(digits.load().test_labels, data.test_labels)
-  assert abs(float(data.train_images.mean())) < 1e-5
+  np.testing.assert_array_equal(digits.load()["test"][1], test_y)
+
+
+def test_digits_source_info_counts_and_statistics():
+  info = source.Source(default.get_config().dataset).info
+  raw = digits.load()
+  assert info.num_classes == 10 and info.input_shape == (8, 8, 1)
+  np.testing.assert_array_equal(info.class_counts["train"],
+                                np.bincount(raw["train"][1]))
+  np.testing.assert_array_equal(info.class_counts["test"],
+                                np.bincount(raw["test"][1]))
+  assert info.mean[0] == pytest.approx(raw["train"][0].mean(), rel=1e-6)
+  assert info.std[0] == pytest.approx(raw["train"][0].std(), rel=1e-6)
+  assert not info.augment
 
 
 def test_class_sequence_errors_name_the_problem():
@@ -41,44 +60,85 @@ def test_order_seed_permutes_ids_and_keeps_group_sizes():
   assert shuffled != classes.class_sequence(groups, 10, order_seed=4)
 
 
-def test_select_remaps_labels_to_order_positions():
+class _ArraySource:
+  """A Source over in-memory arrays, for pipeline tests."""
+
+  def __init__(self, images, labels):
+    self._data = {"image": images, "label": labels}
+    self.info = source.DatasetInfo(
+        name="arrays", num_classes=10, input_shape=images.shape[1:],
+        mean=(1.0,), std=(2.0,),
+        class_counts={"train": np.bincount(labels, minlength=10)},
+        augment=False)
+
+  def split(self, which):
+    del which
+    return tf.data.Dataset.from_tensor_slices(self._data)
+
+
+def test_filtered_remaps_labels_and_normalises():
+  images = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)
+  labels = np.array([2, 7, 9, 5, 2, 0], np.int32)
   order = [7, 2, 5]
-  mapping = classes.label_map(order, 10)
-  images = np.arange(6)[:, None].astype(np.float32)
-  labels = np.array([2, 7, 9, 5, 2, 0])
-  x, y = classes.select(images, labels, [2, 5], mapping)
-  np.testing.assert_array_equal(x[:, 0], [0, 3, 4])
-  np.testing.assert_array_equal(y, [1, 2, 1])
+  base = pipeline.filtered(_ArraySource(images, labels), "train", [2, 5],
+                           classes.label_map(order, 10))
+  got = list(base.as_numpy_iterator())
+  np.testing.assert_array_equal([g["label"] for g in got], [1, 2, 1])
+  # (pixel - mean 1) / std 2 for pixels 0, 3, 4.
+  np.testing.assert_allclose([g["image"].item() for g in got],
+                             [-0.5, 1.0, 1.5])
 
 
-def test_train_batches_shape_order_and_leak_guard():
-  images = np.random.default_rng(0).normal(size=(70, 8, 8, 1)).astype(
+@pytest.mark.parametrize("placement", ["host", "device"])
+def test_train_data_batches_and_leak_guard(placement):
+  import jax  # pylint: disable=import-outside-toplevel
+  images = np.random.default_rng(0).normal(size=(70, 4, 4, 1)).astype(
       np.float32)
   labels = np.repeat(np.arange(5, 10), 14).astype(np.int32)
-  epoch1 = list(batches.train_batches(images, labels, 16, 8, seed=[0, 1],
-                                      epoch=1, allowed_labels=range(5, 10)))
+  src = _ArraySource(images, labels)
+  mapping = classes.label_map(list(range(10)), 10)
+  config = default.get_config().dataset
+  config.placement = placement
+  data = train_data.make_train_data(src, list(range(5, 10)), mapping, config,
+                                    16, jax.local_devices()[:8])
+  assert data.mode == placement and data.num_examples == 70
+  epoch1 = list(data.epoch([0, 1], 1))
   assert len(epoch1) == 4  # 70 // 16, the partial batch dropped
-  assert epoch1[0]["image"].shape == (8, 2, 8, 8, 1)
-  assert epoch1[0]["label"].shape == (8, 2)
-  again = list(batches.train_batches(images, labels, 16, 8, seed=[0, 1],
-                                     epoch=1, allowed_labels=range(5, 10)))
-  epoch2 = list(batches.train_batches(images, labels, 16, 8, seed=[0, 1],
-                                      epoch=2, allowed_labels=range(5, 10)))
-  np.testing.assert_array_equal(epoch1[0]["image"], again[0]["image"])
-  assert not np.array_equal(epoch1[0]["label"], epoch2[0]["label"])
+  again = list(data.epoch([0, 1], 1))
+  epoch2 = list(data.epoch([0, 1], 2))
+  if placement == "host":
+    assert epoch1[0]["image"].shape == (8, 2, 4, 4, 1)
+    np.testing.assert_array_equal(np.asarray(epoch1[0]["label"]),
+                                  np.asarray(again[0]["label"]))
+    assert not np.array_equal(np.asarray(epoch1[0]["label"]),
+                              np.asarray(epoch2[0]["label"]))
+  else:
+    assert epoch1[0].shape == (8, 2)  # indices; gathered on device
+    np.testing.assert_array_equal(epoch1[0], again[0])
+    assert not np.array_equal(epoch1[0], epoch2[0])
+
+  # One old-class example slipped into the new step's data: refused.
   leaky = labels.copy()
-  leaky[3] = 0  # one old-class example in the new step's data
+  leaky[3] = 0
+  leaky_data = train_data.make_train_data(
+      _ArraySource(images, leaky), list(range(10)), mapping, config, 16,
+      jax.local_devices()[:8])
+  leaky_data._allowed = list(range(5, 10))  # pylint: disable=protected-access
   with pytest.raises(batches.LeakError, match=r"labels \[0\]"):
-    for _ in batches.train_batches(images, leaky, 70, 1, seed=[0], epoch=1,
-                                   allowed_labels=range(5, 10)):
-      pass
+    if placement == "host":
+      for _ in leaky_data.epoch([0], 1):
+        pass
+    else:
+      batches.check_labels(leaky, range(5, 10))
 
 
 def test_eval_batches_cover_every_example_once():
   images = np.arange(37, dtype=np.float32).reshape(37, 1, 1, 1)
-  labels = np.arange(37, dtype=np.int32)
+  labels = np.arange(37, dtype=np.int32) % 10
+  base = tf.data.Dataset.from_tensor_slices({"image": images,
+                                             "label": labels})
   seen = []
-  for batch in batches.eval_batches(images, labels, 16, 8):
+  for batch in pipeline.eval_batches(base, batch_size=16, num_devices=8):
     assert batch["image"].shape == (8, 2, 1, 1, 1)
-    seen.extend(batch["label"][batch["mask"]].tolist())
+    seen.extend(batch["image"][batch["mask"]].reshape(-1).tolist())
   assert sorted(seen) == list(range(37))

@@ -7,18 +7,19 @@ from cil_jax import evaluate
 
 
 def test_step_metrics_old_new_all_and_matrix_row():
-  # Groups: positions {0, 1} (old) and {2} (new).
-  labels = np.array([0, 0, 1, 1, 2, 2, 2, 2])
-  predictions = np.array([0, 2, 1, 1, 2, 2, 0, 2])
-  m = evaluate.step_metrics(predictions, labels, [2, 1])
+  # Positions {0, 1} are old, {2} new; correct / total per position.
+  correct = np.array([1, 2, 3])
+  total = np.array([2, 2, 4])
+  m = evaluate.step_metrics(correct, total, [2, 1])
   assert m["acc_old"] == pytest.approx(3 / 4)
   assert m["acc_new"] == pytest.approx(3 / 4)
   assert m["acc_all"] == pytest.approx(6 / 8)
   assert m["accuracy_row"] == pytest.approx([3 / 4, 3 / 4])
+  assert m["num_test_examples"] == 8
 
 
 def test_first_step_has_no_old_accuracy():
-  m = evaluate.step_metrics(np.array([0, 1]), np.array([0, 0]), [2])
+  m = evaluate.step_metrics(np.array([1, 0]), np.array([2, 0]), [2])
   assert m["acc_old"] is None and m["acc_all"] == 0.5
 
 
@@ -33,4 +34,4 @@ def test_average_incremental_accuracy_and_forgetting():
 
 def test_accuracy_refuses_an_empty_class_set():
   with pytest.raises(ValueError, match="No test example"):
-    evaluate.accuracy(np.array([0]), np.array([0]), np.array([3]))
+    evaluate.accuracy(np.array([1, 0]), np.array([1, 0]), [1])

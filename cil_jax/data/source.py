@@ -1,31 +1,143 @@
-"""In-memory datasets and the registry of named sources."""
+"""Datasets as tf.data sources: any TFDS image classification dataset, or
+scikit-learn's embedded digits through the same interface.
+
+A ``Source`` gives this process's shard of a split as a ``tf.data.Dataset``
+of ``{"image": raw image, "label": dataset class id}`` plus a
+``DatasetInfo`` (class count, input shape, normalisation statistics and
+per-class example counts, computed once and cached beside the data).
+"""
 
 import dataclasses
+import json
+import os
 
+import jax
 import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
 
-SOURCES = ("digits",)
+from cil_jax.data import digits
+from cil_jax.data import fashion_mnist
+
+EMBEDDED = ("digits",)
+AUGMENTED = ("cifar10", "cifar100")  # random crop (4 px padding) + flip
+_STATS_EXAMPLES = 10_000  # images used for the mean/std estimate
 
 
 @dataclasses.dataclass(frozen=True)
-class Dataset:
-  """Images ``[N, H, W, C]`` float32 and integer dataset class ids."""
+class DatasetInfo:
+  """What the pipeline needs to know about a dataset."""
   name: str
   num_classes: int
-  train_images: np.ndarray
-  train_labels: np.ndarray
-  test_images: np.ndarray
-  test_labels: np.ndarray
-
-  @property
-  def input_shape(self):
-    return tuple(self.train_images.shape[1:])
+  input_shape: tuple
+  mean: tuple  # per channel, of raw pixel values
+  std: tuple
+  class_counts: dict  # split -> np.ndarray [num_classes], this process
+  augment: bool
 
 
-def load_dataset(dataset_config):
-  """Loads ``dataset_config.name`` into memory."""
-  if dataset_config.name == "digits":
-    from cil_jax.data import digits  # pylint: disable=import-outside-toplevel
-    return digits.load()
-  raise ValueError(f"Unknown dataset {dataset_config.name!r}; set "
-                   f"config.dataset.name to one of {SOURCES}.")
+class Source:
+  """One dataset: ``split(name)`` and ``info``."""
+
+  def __init__(self, dataset_config):
+    self.config = dataset_config
+    if dataset_config.name == "digits":
+      self._arrays = digits.load()
+      self._builder = None
+    else:
+      self._arrays = None
+      self._builder = _prepared_builder(dataset_config)
+    self.info = self._make_info()
+
+  def split(self, which):
+    """This process's shard of split ``which`` ("train" or "test")."""
+    if self._arrays is not None:
+      images, labels = self._arrays[which]
+      ds = tf.data.Dataset.from_tensor_slices(
+          {"image": images, "label": labels})
+      return ds.shard(jax.process_count(), jax.process_index())
+    split_name = {"train": self.config.train_split,
+                  "test": self.config.test_split}[which]
+    ds = self._builder.as_dataset(
+        split=tfds.split_for_jax_process(split_name), as_supervised=True,
+        shuffle_files=False)
+    return ds.map(lambda image, label: {"image": image,
+                                        "label": tf.cast(label, tf.int32)})
+
+  def _make_info(self):
+    if self._arrays is not None:
+      num_classes = digits.NUM_CLASSES
+      input_shape = self._arrays["train"][0].shape[1:]
+    else:
+      image_key, label_key = self._builder.info.supervised_keys
+      num_classes = self._builder.info.features[label_key].num_classes
+      input_shape = self._builder.info.features[image_key].shape
+    stats = self._cached_stats(num_classes)
+    return DatasetInfo(
+        name=self.config.name, num_classes=num_classes,
+        input_shape=tuple(int(d) for d in input_shape),
+        mean=tuple(stats["mean"]), std=tuple(stats["std"]),
+        class_counts={k: np.asarray(v) for k, v in stats["counts"].items()},
+        augment=self.config.name in AUGMENTED)
+
+  def _cached_stats(self, num_classes):
+    """Mean/std of the train split's pixels and per-class counts of both
+    splits, from one pass; cached as JSON beside the prepared data."""
+    cache = None
+    if self._builder is not None:
+      cache = os.path.join(
+          self._builder.data_dir,
+          f"cil_jax_stats_{self.config.train_split}_{self.config.test_split}"
+          f"_{jax.process_index()}of{jax.process_count()}.json")
+      if os.path.isfile(cache):
+        with open(cache) as f:
+          return json.load(f)
+    counts = {}
+    for which in ("train", "test"):
+      labels = np.concatenate([
+          b for b in self.split(which).map(lambda ex: ex["label"]).batch(
+              8192).as_numpy_iterator()] or [np.zeros(0, np.int32)])
+      counts[which] = np.bincount(labels, minlength=num_classes).tolist()
+    images = np.concatenate([
+        b.astype(np.float64) for b in self.split("train").take(
+            _STATS_EXAMPLES).map(lambda ex: ex["image"]).batch(
+                2048).as_numpy_iterator()])
+    axes = tuple(range(images.ndim - 1))
+    stats = {"mean": images.mean(axes).tolist(),
+             "std": np.maximum(images.std(axes), 1e-6).tolist(),
+             "counts": counts}
+    if cache is not None:
+      try:
+        with open(f"{cache}.tmp", "w") as f:
+          json.dump(stats, f)
+        os.replace(f"{cache}.tmp", cache)
+      except OSError:
+        pass  # read-only data dir: recompute next time
+    return stats
+
+
+def _prepared_builder(dataset_config):
+  """A TFDS builder whose data is prepared (built offline where we can)."""
+  try:
+    builder = tfds.builder(dataset_config.name,
+                           data_dir=dataset_config.data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"config.dataset.name={dataset_config.name!r} is neither "
+                     f"{EMBEDDED} nor a TFDS dataset: {e}") from None
+  keys = builder.info.supervised_keys
+  if not keys or not isinstance(builder.info.features[keys[1]],
+                                tfds.features.ClassLabel):
+    raise ValueError(f"TFDS dataset {dataset_config.name!r} is not an image "
+                     f"classification dataset (supervised image, ClassLabel "
+                     f"label).")
+  if builder.is_prepared():
+    return builder
+  manual_dir = dataset_config.manual_dir or fashion_mnist.DEBIAN_DIR
+  if (dataset_config.name == "fashion_mnist"
+      and fashion_mnist.has_debian_files(manual_dir)):
+    fashion_mnist.prepare_from_debian(builder.data_dir_root, manual_dir)
+  else:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=dataset_config.manual_dir or None))
+  return tfds.builder(dataset_config.name,
+                      data_dir=dataset_config.data_dir or None)

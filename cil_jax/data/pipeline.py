@@ -1,0 +1,83 @@
+"""tf.data pipelines: class filtering, remapping, shuffling, augmentation,
+batching into ``[devices, per_device, ...]``.
+
+Labels come out as output positions (``classes.label_map``). Training
+pipelines are rebuilt per epoch from a seed derived from ``(seed, epoch)``,
+so a run resumed at an epoch boundary sees the same batches. Evaluation
+covers every example of the requested classes exactly once: the last batch
+is padded and ``mask`` marks the real examples.
+"""
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from cil_jax.data import batches
+
+
+def filtered(source, which, class_ids, mapping):
+  """Examples of ``class_ids`` from split ``which``, labels remapped,
+  images normalised with the train statistics; cached in memory."""
+  info = source.info
+  wanted = tf.constant(np.asarray(class_ids, np.int32))
+  positions = tf.constant(np.asarray(mapping, np.int32))
+  mean = tf.constant(info.mean, tf.float32)
+  std = tf.constant(info.std, tf.float32)
+
+  def keep(example):
+    return tf.reduce_any(tf.equal(example["label"], wanted))
+
+  def prepare(example):
+    image = (tf.cast(example["image"], tf.float32) - mean) / std
+    return {"image": image, "label": tf.gather(positions, example["label"])}
+
+  ds = source.split(which).filter(keep).map(
+      prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.cache()
+
+
+def epoch_seed(seed, epoch):
+  return int(np.random.SeedSequence([*np.atleast_1d(seed), epoch])
+             .generate_state(1)[0])
+
+
+def train_epoch(base, *, batch_size, num_devices, seed, epoch, augment,
+                shuffle_buffer, allowed_labels):
+  """Numpy batches ``{"image": [D, B/D, ...], "label": [D, B/D]}`` for one
+  epoch of this process; the last partial batch is dropped. Each batch is
+  checked to hold only ``allowed_labels``."""
+  process_batch = batch_size // jax.process_count()
+  per_device = process_batch // num_devices
+  s = epoch_seed(seed, epoch)
+  ds = base.shuffle(shuffle_buffer, seed=s, reshuffle_each_iteration=False)
+  if augment:
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=s).batch(2)))
+    ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(process_batch, drop_remainder=True)
+  ds = ds.map(lambda b: {k: tf.reshape(v, [num_devices, per_device,
+                                           *v.shape[1:]])
+                         for k, v in b.items()})
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  for batch in ds.as_numpy_iterator():
+    batches.check_labels(batch["label"], allowed_labels)
+    yield batch
+
+
+def eval_batches(base, *, batch_size, num_devices):
+  """Padded numpy batches with a ``mask``; every example exactly once."""
+  process_batch = batch_size // jax.process_count()
+  ds = base.batch(process_batch).prefetch(tf.data.AUTOTUNE)
+  for batch in ds.as_numpy_iterator():
+    yield batches.pad_and_shard(batch["image"], batch["label"],
+                                process_batch, num_devices)
+
+
+def _augment(example, seed):
+  """Random 4-pixel-padded crop and horizontal flip (CIFAR standard)."""
+  image = example["image"]
+  height, width = image.shape[0], image.shape[1]
+  padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
+  image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
+  image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
+  image = tf.ensure_shape(image, [height, width, example["image"].shape[-1]])
+  return {"image": image, "label": example["label"]}

@@ -1,0 +1,358 @@
+"""The pmapped train step: device-count invariance, one compile per shape, the
+teacher outside the state, the eps mix, and frozen layers under data
+parallelism.
+
+Runs on the 8 fake CPU devices that ``conftest.py`` asks XLA for.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow as tf
+from flax import jax_utils
+from flax import traverse_util
+
+from cil_jax import fit
+from cil_jax import methods
+from cil_jax import partition
+from cil_jax import train_step as ts
+from cil_jax.data import train_data
+from cil_jax.models import build_model
+from cil_jax.models.expand import expand_variables
+from configs import default
+
+NUM_OLD = 5
+NUM_CLASSES = 10
+GLOBAL_BATCH = 32
+IMAGE_SHAPE = (8, 8, 1)
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}
+
+
+class Models:
+  """A teacher for 5 classes and its 10-class student (old head copied)."""
+
+  def __init__(self, name, **model_overrides):
+    config = default.get_config()
+    config.model.name = name
+    for key, value in model_overrides.items():
+      config.model[key] = value
+    self.teacher = build_model(config.model, NUM_OLD)
+    self.student = build_model(config.model, NUM_CLASSES)
+    self.teacher_variables = random_variables(self.teacher, seed=1)
+    fresh = random_variables(self.student, seed=2)
+    self.variables = expand_variables(self.teacher_variables, fresh, NUM_OLD)
+
+
+def random_variables(model, seed):
+  """Variables of ``model``'s shapes, drawn in numpy.
+
+  ``model.init`` of the resnet takes XLA half a minute to compile on CPU; the
+  shapes come from ``eval_shape`` and the values from a scaled normal.
+  """
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, *IMAGE_SHAPE)))
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    noise = rng.normal(size=leaf.shape)
+    if name == "kernel":
+      value = noise / np.sqrt(np.prod(leaf.shape[:-1]))
+    elif name in ("scale", "var"):
+      value = 1.0 + 0.1 * np.abs(noise)
+    else:  # bias, mean
+      value = 0.1 * noise
+    return value.astype(leaf.dtype)
+  return jax.tree.map_with_path(draw, shapes)
+
+
+class Training:
+  """SGD with momentum masked by a layer preset, and the step built on it."""
+
+  def __init__(self, models, preset="all"):
+    self.models = models
+    params = models.variables["params"]
+    self.rules = partition.preset_rules(preset, params)
+    self.tx = partition.masked_optimizer(
+        optax.sgd(0.1, momentum=0.9),
+        partition.trainable_labels(params, self.rules))
+
+  def per_device_step(self, kd_form="full"):
+    return ts.make_train_step(
+        self.models.student.apply, self.models.teacher.apply, self.tx,
+        kd_form, False, partition.rule_labeler(self.rules))
+
+  def host_state(self, eps=0.5):
+    return ts.create_state(self.models.variables, self.tx, eps,
+                           kd_temperature=2.0)
+
+
+def make_batches(count, seed=0, size=GLOBAL_BATCH):
+  """Random images; labels are the new classes 5..9, as in a class step."""
+  rng = np.random.default_rng(seed)
+  return [{"image": rng.normal(size=(size, *IMAGE_SHAPE)).astype(np.float32),
+           "label": rng.integers(NUM_OLD, NUM_CLASSES, size).astype(np.int32)}
+          for _ in range(count)]
+
+
+def shard(batch, num_devices):
+  return jax.tree.map(
+      lambda x: x.reshape(num_devices, -1, *x.shape[1:]), batch)
+
+
+def replicate_state(host_state, devices):
+  return ts.replicate(host_state, devices)
+
+
+def first_replica(tree):
+  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+
+
+def run_steps(step_fn, host_state, teacher_variables, batches, devices):
+  """Runs the pmapped step; returns the replicated state and host metrics."""
+  state = replicate_state(host_state, devices)
+  teacher = jax_utils.replicate(teacher_variables, devices)
+  metrics = []
+  for batch in batches:
+    state, step_metrics = step_fn(state, teacher, shard(batch, len(devices)),
+                                  jax.random.PRNGKey(0))
+    metrics.append(jax.device_get(step_metrics))
+  return state, metrics
+
+
+def assert_replicas_agree(tree):
+  for leaf in jax.tree.leaves(jax.device_get(tree)):
+    np.testing.assert_allclose(leaf, np.broadcast_to(leaf[:1], leaf.shape),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def mlp_models():
+  return Models("mlp", hidden_sizes=(16, 16))
+
+
+@pytest.fixture(scope="module")
+def resnet_models():
+  return Models("resnet", resnet_depth=20, resnet_width=4)
+
+
+@pytest.fixture(scope="module")
+def mlp(mlp_models):
+  return Training(mlp_models)
+
+
+@pytest.fixture(scope="module")
+def mlp_step_8(mlp):
+  """One pmapped mlp step (kd_form 'full'), shared so it compiles once."""
+  return ts.pmap_train_step(mlp.per_device_step())
+
+
+def test_session_has_eight_cpu_devices():
+  assert jax.local_device_count() == 8
+
+
+@pytest.mark.parametrize("models_fixture", ["mlp_models", "resnet_models"])
+def test_eight_devices_match_one_device(request, models_fixture):
+  models = request.getfixturevalue(models_fixture)
+  training = Training(models)
+  batches = make_batches(3)
+  results = {}
+  for num_devices in (1, 8):
+    step_fn = ts.pmap_train_step(training.per_device_step("full"))
+    state, metrics = run_steps(step_fn, training.host_state(eps=0.5),
+                               models.teacher_variables, batches,
+                               jax.local_devices()[:num_devices])
+    assert_replicas_agree((state.params, state.batch_stats, metrics))
+    results[num_devices] = (first_replica(state), metrics)
+
+  (state_1, metrics_1), (state_8, metrics_8) = results[1], results[8]
+  for step in range(3):
+    for key in ("loss", "ce", "kd", "accuracy"):
+      np.testing.assert_allclose(metrics_8[step][key][0],
+                                 metrics_1[step][key][0], **TOLERANCE,
+                                 err_msg=f"step {step} metric {key}")
+  # With KD at eps=0.5 both terms are live and mixed half and half.
+  first = {k: float(v[0]) for k, v in metrics_1[0].items()}
+  assert first["kd"] > 0.1 and first["ce"] > 0.1
+  assert first["loss"] == pytest.approx(0.5 * first["ce"] + 0.5 * first["kd"],
+                                        rel=1e-6)
+  assert int(state_1.step) == int(state_8.step) == 3
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOLERANCE),
+               state_8.params, state_1.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, **TOLERANCE),
+               state_8.batch_stats, state_1.batch_stats)
+  # The steps did train, so the comparison is not between two copies of the
+  # start: params moved and, for the resnet, every running statistic.
+  start = models.variables
+  assert not np.allclose(state_1.params["head"]["kernel"],
+                         start["params"]["head"]["kernel"])
+  if models_fixture == "resnet_models":
+    old_stats = jax.tree.leaves(start["batch_stats"])
+    assert len(old_stats) == 2 * 21  # mean and var of 21 BatchNorms
+    for new, old in zip(jax.tree.leaves(state_8.batch_stats), old_stats):
+      assert not np.allclose(new, old)
+
+
+def test_step_compiles_once_per_shape(mlp):
+  chex.clear_trace_counter()
+  traces = []
+
+  def counted_step(state, teacher, batch, rng):
+    traces.append(batch["image"].shape)
+    return mlp.per_device_step()(state, teacher, batch, rng)
+
+  step_fn = ts.pmap_train_step(chex.assert_max_traces(counted_step, n=1))
+  devices = jax.local_devices()
+  state = replicate_state(mlp.host_state(eps=0.5), devices)
+  teacher = jax_utils.replicate(mlp.models.teacher_variables, devices)
+  losses = []
+  for i, batch in enumerate(make_batches(4, seed=3)):
+    if i == 2:  # Another eps is another value, not another program.
+      state = state.replace(hparams=replicate_state(
+          {"eps": np.float32(0.9), "kd_temperature": np.float32(4.0)},
+          devices))
+    state, metrics = step_fn(state, teacher, shard(batch, 8),
+                             jax.random.PRNGKey(100 + i))
+    losses.append(float(metrics["loss"][0]))
+  assert traces == [(4, *IMAGE_SHAPE)]
+  assert int(state.step[0]) == 4
+  assert len(set(losses)) == 4
+
+  # The guard is live: another per-device batch size is a second trace.
+  smaller = shard(make_batches(1, seed=4, size=16)[0], 8)
+  with pytest.raises(AssertionError, match="traced > 1 times"):
+    step_fn(state, teacher, smaller, jax.random.PRNGKey(0))
+  assert traces == [(4, *IMAGE_SHAPE)]  # chex refused before the body ran
+  chex.clear_trace_counter()
+
+
+def test_fit_compiles_the_step_once(mlp_models, tmp_path, monkeypatch):
+  traces = []
+  pmap_train_step = ts.pmap_train_step
+
+  def counting_pmap(step):
+    def counted_step(*args):
+      traces.append(args[2]["image"].shape)
+      return step(*args)
+    return pmap_train_step(counted_step)
+
+  monkeypatch.setattr(ts, "pmap_train_step", counting_pmap)
+  config = default.get_config()
+  config.optim.name = "sgd"
+  config.optim.learning_rate = 0.1
+  config.train.batch_size = GLOBAL_BATCH
+  config.train.epochs = 2
+  config.train.checkpoint_every_epochs = 2
+  data = make_batches(1, seed=9, size=2 * GLOBAL_BATCH)[0]
+  fit.fit(student=mlp_models.student, variables=mlp_models.variables,
+          teacher=mlp_models.teacher,
+          teacher_variables=mlp_models.teacher_variables,
+          method=methods.Method("eps_kd", 0.5, kd_temperature=2.0), eps=0.5,
+          num_old=NUM_OLD, train_data=train_data.HostTrainData(
+              tf.data.Dataset.from_tensor_slices(data), 2 * GLOBAL_BATCH,
+              allowed=range(NUM_OLD, NUM_CLASSES), augment=False,
+              batch_size=GLOBAL_BATCH, devices=jax.local_devices(),
+              shuffle_buffer=64),
+          config=config,
+          devices=jax.local_devices(), rng=jax.random.PRNGKey(0),
+          data_seed=[0], checkpoint_dir=str(tmp_path / "checkpoints"),
+          name="fit")
+  assert traces == [(4, *IMAGE_SHAPE)]
+
+
+def test_teacher_is_an_input_never_state(mlp, mlp_step_8):
+  host_state = mlp.host_state(eps=0.5)
+  devices = jax.local_devices()
+  teacher_host = jax.tree.map(np.array, mlp.models.teacher_variables)
+  teacher = jax_utils.replicate(mlp.models.teacher_variables, devices)
+  state = replicate_state(host_state, devices)
+  for batch in make_batches(3, seed=5):
+    state, metrics = mlp_step_8(state, teacher, shard(batch, 8),
+                                jax.random.PRNGKey(0))
+  assert float(metrics["kd"][0]) > 0.1  # the teacher was used
+
+  # The state holds the student and its optimizer, nothing of the teacher.
+  final = first_replica(state)
+  student_params = mlp.models.variables["params"]
+  assert jax.tree.structure(final.params) == jax.tree.structure(student_params)
+  assert jax.tree.structure(final) == jax.tree.structure(host_state)
+  # step + params + the SGD momentum of every param + eps and temperature.
+  num_params = len(jax.tree.leaves(student_params))
+  assert len(jax.tree.leaves(final)) == 1 + 2 * num_params + 2
+  teacher_head = teacher_host["params"]["head"]
+  teacher_shapes = {teacher_head["kernel"].shape, teacher_head["bias"].shape}
+  assert teacher_shapes == {(16, NUM_OLD), (NUM_OLD,)}
+  assert not teacher_shapes & {np.shape(x) for x in jax.tree.leaves(final)}
+
+  # The teacher's buffers were not donated and are bitwise unchanged.
+  for leaf in jax.tree.leaves(teacher):
+    assert not leaf.is_deleted()
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(
+      a, np.broadcast_to(b, a.shape)), jax.device_get(teacher), teacher_host)
+  jax.tree.map(np.testing.assert_array_equal, mlp.models.teacher_variables,
+               teacher_host)
+
+
+def test_no_gradient_reaches_the_teacher(mlp):
+  # vmap with the pmap axis name runs the per-device body off-device.
+  step = mlp.per_device_step()
+  state = jax.tree.map(lambda x: jnp.asarray(x)[None], mlp.host_state(0.5))
+  batch = shard(make_batches(1, seed=6)[0], 1)
+
+  @jax.jit
+  def loss_and_grad(teacher_variables):
+    def loss_of_teacher(teacher_variables):
+      teacher = jax.tree.map(lambda x: x[None], teacher_variables)
+      _, metrics = jax.vmap(step, in_axes=(0, 0, 0, None), axis_name="batch")(
+          state, teacher, batch, jax.random.PRNGKey(0))
+      return metrics["loss"][0], metrics["kd"][0]
+    return jax.value_and_grad(loss_of_teacher, has_aux=True)(teacher_variables)
+
+  (loss, kd), grads = loss_and_grad(mlp.models.teacher_variables)
+  assert float(kd) > 0.1 and np.isfinite(float(loss))
+  for leaf in jax.tree.leaves(grads):
+    np.testing.assert_array_equal(leaf, np.zeros_like(leaf))
+
+
+@pytest.mark.parametrize("eps", [0.0, 1.0])
+def test_eps_endpoints_are_pure_ce_and_pure_kd(mlp, mlp_step_8, eps):
+  state, metrics = run_steps(mlp_step_8, mlp.host_state(eps=eps),
+                             mlp.models.teacher_variables,
+                             make_batches(2, seed=7), jax.local_devices())
+  for step_metrics in metrics:
+    ce, kd = step_metrics["ce"], step_metrics["kd"]
+    assert np.all(kd > 0.1) and np.all(ce > 0.1)
+    assert not np.allclose(ce, kd)
+    expected = ce if eps == 0.0 else kd
+    np.testing.assert_array_equal(step_metrics["loss"], expected)
+  assert int(state.step[0]) == 2
+
+
+def test_head_preset_freezes_the_resnet_backbone_and_statistics(resnet_models):
+  training = Training(resnet_models, preset="head")
+  step_fn = ts.pmap_train_step(training.per_device_step())
+  start = jax.tree.map(np.array, resnet_models.variables)
+  state, metrics = run_steps(step_fn, training.host_state(eps=0.5),
+                             resnet_models.teacher_variables,
+                             make_batches(3, seed=8), jax.local_devices())
+  assert np.all(np.isfinite(metrics[-1]["loss"]))
+  final = first_replica(state)
+
+  new_params = traverse_util.flatten_dict(final.params, sep="/")
+  old_params = traverse_util.flatten_dict(start["params"], sep="/")
+  assert set(new_params) == set(old_params)
+  backbone = [p for p in old_params if not p.startswith("head/")]
+  assert len(backbone) == 21 + 2 * 21  # convs, BatchNorm scales and biases
+  for path in backbone:
+    assert np.array_equal(new_params[path], old_params[path]), path
+  for path in ("head/kernel", "head/bias"):
+    assert not np.allclose(new_params[path], old_params[path]), path
+
+  new_stats = traverse_util.flatten_dict(final.batch_stats, sep="/")
+  old_stats = traverse_util.flatten_dict(start["batch_stats"], sep="/")
+  assert len(old_stats) == 2 * 21 and set(new_stats) == set(old_stats)
+  for path, old in old_stats.items():
+    assert np.array_equal(new_stats[path], old), path
