@@ -37,7 +37,7 @@ def test_eps_kd_keeps_old_classes_that_finetune_forgets(default_run):
 
 def test_steps_train_on_new_classes_only_and_evaluate_all_seen(default_run):
   _, results = default_run
-  train_labels = digits.load().train_labels
+  train_labels = digits.load()["train"][1]
   num_old_train = int(np.sum(train_labels < 5))
   assert num_old_train == 675
   for name, r in results["methods"].items():
@@ -114,7 +114,8 @@ def test_missing_teacher_checkpoint_says_what_a_classifier_is(tmp_path):
     ({"eps_kd.layers": "middle"}, r"layers='middle'"),
     ({"model.name": "vit"}, r"model.name='vit'"),
     ({"methods": "eps_kd,icarl"}, r"Unknown method 'icarl'"),
-    ({"train.batch_size": 30}, r"batch_size=30 must be a positive multiple"),
+    ({"train.batch_size": 30, "train.num_devices": 0},
+     r"batch_size=30 must be a positive multiple of the 8 devices"),
     ({"classes.groups": ((0, 1), ())}, r"group 1 is empty"),
     ({"classes.groups": ((0, 1), (1, 2))}, r"Class 1 appears twice"),
     ({"classes.groups": ((0, 1), (10,))}, r"Class id 10"),
