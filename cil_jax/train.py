@@ -30,6 +30,7 @@ from cil_jax import config_check
 from cil_jax import evaluate
 from cil_jax import fit
 from cil_jax import methods
+from cil_jax import partition
 from cil_jax import train_step as ts
 from cil_jax.data import classes
 from cil_jax.data import pipeline
@@ -61,6 +62,8 @@ def run(config, workdir):
                                     config.classes.order_seed)
   order = [c for group in groups for c in group]
   experiment = _Experiment(config, source, groups, order, devices)
+  for name in method_names:
+    experiment.check_layers(methods.get_method(name, config))
   print(f"class sequence: {groups}; methods: {method_names}; "
         f"{len(devices)} {devices[0].platform} device(s)", flush=True)
 
@@ -138,13 +141,24 @@ class _Experiment:
         teacher_variables = previous["variables"]
 
     start = time.perf_counter()
-    trained = fit.fit(
-        student=student, variables=variables, teacher=teacher,
-        teacher_variables=teacher_variables, method=method, eps=eps,
-        num_old=num_old, train_data=train_data, config=self.config, devices=self.devices, rng=rng,
-        data_seed=[self.config.seed, t, method_index],
-        checkpoint_dir=os.path.join(step_dir, "checkpoints"),
-        name=f"{method.name} step {t}")
+    if os.path.exists(classifier_dir):
+      # Killed after saving the model, before writing its result: the saved
+      # classifier is complete (written atomically), so only evaluate it.
+      trained, _ = checkpoint.load_classifier(classifier_dir, variables)
+    else:
+      trained = fit.fit(
+          student=student, variables=variables, teacher=teacher,
+          teacher_variables=teacher_variables, method=method, eps=eps,
+          num_old=num_old, train_data=train_data, config=self.config,
+          devices=self.devices, rng=rng,
+          data_seed=[self.config.seed, t, method_index],
+          checkpoint_dir=os.path.join(step_dir, "checkpoints"),
+          name=f"{method.name} step {t}")
+      checkpoint.save_classifier(classifier_dir, trained, {
+          "model": self.config.model.to_dict(), "adapter_dim": adapter_dim,
+          "num_classes": num_seen, "class_order": self.order[:num_seen],
+          "input_shape": list(self.dataset.input_shape),
+          "dataset": self.dataset.name})
     train_seconds = time.perf_counter() - start
 
     result = {
@@ -156,17 +170,23 @@ class _Experiment:
         "train_seconds": round(train_seconds, 2),
         **self.evaluate(student, trained, t),
     }
-    checkpoint.save_classifier(classifier_dir, trained, {
-        "model": self.config.model.to_dict(), "adapter_dim": adapter_dim,
-        "num_classes": num_seen, "class_order": self.order[:num_seen],
-        "input_shape": list(self.dataset.input_shape),
-        "dataset": self.dataset.name})
     _write_json(result_path, result)
     shutil.rmtree(os.path.join(step_dir, "checkpoints"), ignore_errors=True)
     print(f"{method.name} step {t}: acc_all {result['acc_all']:.4f} "
           f"acc_old {_fmt(result['acc_old'])} acc_new {result['acc_new']:.4f}",
           flush=True)
     return {**result, "variables": trained}
+
+  def check_layers(self, method):
+    """Fails before any training if ``method``'s layer preset does not fit
+    the student of step 1."""
+    num_seen = sum(len(g) for g in self.groups[:2])
+    abstract = jax.eval_shape(
+        build_model(self.config.model, num_seen, method.adapter_dim).init,
+        jax.random.PRNGKey(0), jnp.zeros((1, *self.dataset.input_shape)))
+    partition.trainable_labels(abstract["params"], partition.preset_rules(
+        method.layers, abstract["params"], method.last_k,
+        method.trainable_regex))
 
   def evaluate(self, model, variables, t):
     """Test metrics after step ``t`` over all classes seen by then."""

@@ -58,6 +58,12 @@ def test_rerun_reuses_finished_steps_and_refuses_another_config(default_run):
   config = small_config(**{"train.epochs": 15, "train.num_devices": 0})
   again = train.run(config, workdir)
   assert again == results
+  # Killed between saving a step's classifier and writing its result: the
+  # rerun evaluates the saved classifier instead of failing or retraining.
+  os.remove(os.path.join(workdir, "eps_kd", "step_1", "result.json"))
+  again = train.run(config, workdir)
+  assert again["methods"]["eps_kd"]["final_acc_all"] == (
+      results["methods"]["eps_kd"]["final_acc_all"])
   other = small_config(**{"train.epochs": 3, "train.num_devices": 0})
   with pytest.raises(ValueError, match=r"different config.*train.epochs"):
     train.run(other, workdir)
