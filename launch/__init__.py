@@ -1,0 +1,1 @@
+"""Sweeps over cil_jax configs: grids, a launcher, aggregation."""

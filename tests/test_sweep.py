@@ -1,0 +1,131 @@
+"""The sweep launcher end to end on tiny digits runs: local pool, failures,
+resume, aggregation, and Ray on a local instance."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from launch import aggregate
+from launch import grid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SWEEP_CONFIG = textwrap.dedent("""
+    from configs import default
+    from launch import grid
+
+
+    def get_config():
+      config = default.get_config()
+      config.methods = "eps_kd,finetune"
+      config.model.hidden_sizes = (32,)
+      config.train.epochs = 2
+      config.train.num_devices = 1
+      return config
+
+
+    def get_sweep():
+      return grid.concat(
+          grid.product(grid.axis("seed", [0, 1]),
+                       grid.axis("eps_kd.eps", ["0.2"])),
+          grid.axis("eps_kd.eps", ["2.0"]))  # invalid: must fail alone
+""")
+
+
+def test_grid_product_zip_concat_and_names():
+  g = grid.product(grid.axis("seed", [0, 1]),
+                   grid.zip_(grid.axis("eps_kd.eps", ["0.1", "0.5"]),
+                             grid.axis("eps_kd.kd_temperature", [1.0, 2.0])))
+  assert len(g) == 4
+  assert g[1] == {"seed": 0, "eps_kd.eps": "0.5",
+                  "eps_kd.kd_temperature": 2.0}
+  assert len(grid.concat(g, grid.axis("methods", ["joint"]))) == 5
+  with pytest.raises(ValueError, match="equal length"):
+    grid.zip_(grid.axis("a", [1, 2]), grid.axis("b", [1]))
+  with pytest.raises(ValueError, match="appear in two crossed grids"):
+    grid.product(grid.axis("a", [1]), grid.axis("a", [2]))
+  assert grid.run_name({"seed": 1, "eps_kd.eps": "0.5"}) == "eps=0.5_seed=1"
+  assert grid.run_name({"classes.groups": ((0, 1), (2,))}) == "groups=0+1,2"
+  with pytest.raises(ValueError, match="twice"):
+    grid.check_unique([{"seed": 1}, {"seed": 1}])
+
+
+def _sweep(config_path, workdir, *extra):
+  return subprocess.run(
+      [sys.executable, "-m", "launch.sweep", "--config", str(config_path),
+       "--workdir", str(workdir), *extra], cwd=ROOT, capture_output=True,
+      text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def sweep_config(tmp_path_factory):
+  path = tmp_path_factory.mktemp("cfg") / "tiny_sweep.py"
+  path.write_text(SWEEP_CONFIG)
+  return path
+
+
+def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
+    sweep_config, tmp_path):
+  workdir = tmp_path / "sweep"
+  first = _sweep(sweep_config, workdir, "--workers=2")
+  assert first.returncode == 1, first.stderr[-2000:]
+  with open(workdir / "failures.json") as f:
+    failures = json.load(f)
+  assert list(failures) == ["eps=2.0"]
+  assert "eps=2.0 is outside [0, 1]" in failures["eps=2.0"]
+  assert "1 of 3 runs failed" in first.stdout
+  finished = sorted(p for p in os.listdir(workdir)
+                    if os.path.exists(workdir / p / "results.json"))
+  assert finished == ["eps=0.2_seed=0", "eps=0.2_seed=1"]
+
+  # A rerun skips the finished runs and retries only the failed one.
+  mtime = os.path.getmtime(workdir / "eps=0.2_seed=0" / "results.json")
+  second = _sweep(sweep_config, workdir, "--workers=2")
+  assert "3 runs in" in second.stdout and "2 finished, 1 to run" in (
+      second.stdout)
+  assert os.path.getmtime(workdir / "eps=0.2_seed=0" / "results.json") == mtime
+
+  aggregate = subprocess.run(
+      [sys.executable, "-m", "launch.aggregate", "--workdir", str(workdir)],
+      cwd=ROOT, capture_output=True, text=True, check=True)
+  summary = (workdir / "summary.md").read_text()
+  # 2 methods, each over the 2 seeds; the failed run listed.
+  assert summary.count("| 2 |") == 2
+  assert "Unfinished runs (1): eps=2.0" in summary
+  with open(workdir / "runs.csv") as f:
+    assert len(f.readlines()) == 1 + 2 * 2
+
+
+def test_ray_backend_on_a_local_instance(sweep_config, tmp_path):
+  workdir = tmp_path / "ray_sweep"
+  result = _sweep(sweep_config, workdir, "--backend=ray", "--cpus_per_run=1")
+  assert result.returncode == 1, result.stderr[-3000:]
+  finished = [p for p in os.listdir(workdir)
+              if os.path.exists(workdir / p / "results.json")]
+  assert len(finished) == 2
+  with open(workdir / "failures.json") as f:
+    assert list(json.load(f)) == ["eps=2.0"]
+
+
+def test_summary_and_plot_of_synthetic_rows(tmp_path):
+  rows = [{"run": f"r{eps}{seed}", "seed": seed, "eps_kd.eps": eps,
+           "method": "eps_kd", "final_acc_old": 0.5, "final_acc_new": 0.5,
+           "final_acc_all": acc, "average_incremental_accuracy": acc,
+           "forgetting": None}
+          for eps, seed, acc in [(0.2, 0, 0.6), (0.2, 1, 0.8), (0.8, 0, 0.5),
+                                 (0.8, 1, 0.5)]]
+  summary = aggregate.summarise(rows)
+  assert [(e["eps_kd.eps"], e["seeds"]) for e in summary] == [(0.2, 2),
+                                                              (0.8, 2)]
+  assert summary[0]["final_acc_all_mean"] == pytest.approx(0.7)
+  assert summary[0]["final_acc_all_std"] == pytest.approx(0.1)
+  assert summary[0]["forgetting_mean"] is None
+  assert "| 0.2 | eps_kd | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 10.0 |" in (
+      aggregate.markdown(summary, []))
+  paths = aggregate.plot(summary, str(tmp_path))
+  assert [os.path.basename(p) for p in paths] == ["eps_kd.eps.png"]
+  assert os.path.getsize(paths[0]) > 10_000
