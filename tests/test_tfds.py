@@ -107,10 +107,11 @@ def test_same_seed_same_batches(fmnist_source, placement):
   mapping = classes.label_map(list(range(10)), 10)
   config = _dataset_config(fmnist_source, placement)
 
+  data = train_data.make_train_data(fmnist_source, [0, 1], mapping, config,
+                                    256, jax.local_devices()[:2])
+  assert data.mode == placement
+
   def first_batches(seed):
-    data = train_data.make_train_data(fmnist_source, [0, 1], mapping, config,
-                                      256, jax.local_devices()[:2])
-    assert data.mode == placement
     out = []
     for i, batch in enumerate(data.epoch(seed, 1)):
       out.append(np.asarray(batch["label"] if placement == "host" else batch))

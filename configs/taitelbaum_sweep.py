@@ -1,0 +1,39 @@
+"""The study of Taitelbaum et al. (ICASSP 2019) on Fashion-MNIST: accuracy
+after adding 10-k classes to a k-class classifier, over layer presets and
+eps, with finetune and joint as references.
+
+  python -m launch.sweep --config configs/taitelbaum_sweep.py --workdir DIR
+  python -m launch.aggregate --workdir DIR
+  python -m launch.taitelbaum_figure --workdir DIR --out docs/taitelbaum
+
+The grid below is the reduced one that fits a 2-core CPU in about half an
+hour; widen ORIGINAL, EPS and SEEDS on an accelerator.
+"""
+
+from configs import fashion_mnist
+from launch import grid
+
+PRESETS = ("all", "last_k", "head", "new_rows", "adapter")
+ORIGINAL = (2, 5, 8)  # k original classes; m = 10 - k new ones
+EPS = ("0.2", "0.5", "0.8")
+SEEDS = (0,)
+
+
+def get_config():
+  config = fashion_mnist.get_config()
+  config.methods = "eps_kd"
+  config.train.epochs = 3
+  config.eps_kd.last_k = 2  # the last hidden layer and the head
+  return config
+
+
+def _split(k):
+  return {"classes.groups": (tuple(range(k)), tuple(range(k, 10)))}
+
+
+def get_sweep():
+  splits = [_split(k) for k in ORIGINAL]
+  return grid.product(grid.axis("seed", SEEDS), grid.concat(
+      grid.product(splits, grid.axis("eps_kd.layers", PRESETS),
+                   grid.axis("eps_kd.eps", EPS)),
+      grid.product(splits, grid.axis("methods", ["finetune,joint"]))))

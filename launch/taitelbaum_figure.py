@@ -1,0 +1,123 @@
+"""The paper's two panels from a ``configs/taitelbaum_sweep.py`` sweep.
+
+  python -m launch.taitelbaum_figure --workdir DIR --out docs/taitelbaum
+
+(a) final accuracy on all classes against the share of original classes
+k/10, per layer preset at its best eps, with finetune and joint; (b) that
+best eps against the share. Writes ``accuracy.png``, ``best_eps.png`` and
+``table.md`` (every cell mean ± std over seeds) into ``--out``.
+"""
+
+import collections
+import json
+import os
+
+import matplotlib
+import numpy as np
+from absl import app
+from absl import flags
+
+from launch import aggregate
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory.")
+_OUT = flags.DEFINE_string("out", None, "Output directory.")
+
+
+def cells(rows):
+  """``{(curve, k, eps): [final_acc_all of each seed]}``; curve is the layer
+  preset for eps_kd runs, or the method name for the references."""
+  out = collections.defaultdict(list)
+  for row in rows:
+    groups = json.loads(row["classes.groups"])
+    k = len(groups[0])
+    if row["method"] == "eps_kd":
+      key = (row["eps_kd.layers"], k, float(row["eps_kd.eps"]))
+    else:
+      key = (row["method"], k, None)
+    out[key].append(row["final_acc_all"])
+  return out
+
+
+def best_eps(table):
+  """``{(preset, k): (eps, mean, std)}`` at the eps of highest mean."""
+  best = {}
+  for (curve, k, eps), values in table.items():
+    if eps is None:
+      continue
+    mean = float(np.mean(values))
+    if (curve, k) not in best or mean > best[(curve, k)][1]:
+      best[(curve, k)] = (eps, mean, float(np.std(values)))
+  return best
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  rows, missing = aggregate.load_rows(_WORKDIR.value)
+  table = cells(rows)
+  best = best_eps(table)
+  presets = sorted({p for p, _ in best})
+  ks = sorted({k for _, k in best})
+  os.makedirs(_OUT.value, exist_ok=True)
+
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for preset in presets:
+    pts = [(k / 10, 100 * best[(preset, k)][1], 100 * best[(preset, k)][2])
+           for k in ks if (preset, k) in best]
+    ax.errorbar(*zip(*pts), marker="o", capsize=3, label=f"eps_kd {preset}")
+  for ref, style in (("joint", "k--"), ("finetune", "k:")):
+    pts = [(k / 10, 100 * np.mean(table[(ref, k, None)])) for k in ks
+           if (ref, k, None) in table]
+    if pts:
+      ax.plot(*zip(*pts), style, label=ref)
+  ax.set_xlabel("share of original classes k/10")
+  ax.set_ylabel("accuracy on all 10 classes (%), best eps")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(_OUT.value, "accuracy.png"), dpi=120)
+
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for preset in presets:
+    pts = [(k / 10, best[(preset, k)][0]) for k in ks if (preset, k) in best]
+    ax.plot(*zip(*pts), marker="o", label=preset)
+  ax.plot([0, 1], [0, 1], color="gray", lw=0.8, label="auto eps = k/(k+m)")
+  ax.set_xlabel("share of original classes k/10")
+  ax.set_ylabel("best eps")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(_OUT.value, "best_eps.png"), dpi=120)
+
+  eps_values = sorted({e for (_, _, e) in table if e is not None})
+  lines = ["| curve | k | " + " | ".join(f"eps={e}" for e in eps_values)
+           + " | best eps |", "|---|---:|" + "---:|" * (len(eps_values) + 1)]
+  for curve in presets:
+    for k in ks:
+      row = [_fmt(table.get((curve, k, e))) for e in eps_values]
+      lines.append(f"| eps_kd {curve} | {k} | " + " | ".join(row)
+                   + f" | {best[(curve, k)][0]} |")
+  for ref in ("finetune", "joint"):
+    for k in ks:
+      if (ref, k, None) in table:
+        lines.append(f"| {ref} | {k} | {_fmt(table[(ref, k, None)])}"
+                     + " |" * len(eps_values))
+  if missing:
+    lines += ["", f"Unfinished runs: {', '.join(missing)}"]
+  with open(os.path.join(_OUT.value, "table.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+def _fmt(values):
+  if not values:
+    return "-"
+  return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["workdir", "out"])
+  app.run(main)
