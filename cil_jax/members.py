@@ -15,12 +15,12 @@ program trains every member of a sweep over the scalar hyperparameters
                            jnp.stack(member_rngs))
 
 The batch and the teacher are shared: every member sees the same examples,
-as its run alone would, and the teacher's forward pass, which depends on
-neither, is computed once per device rather than once per member. The rng is
+as its run alone would, and the teacher's forward pass, which depends on no
+member, is computed once per device rather than once per member. The rng is
 per member (``[H, 2]`` keys, shared over devices like the plain step's), so
-a member's dropout noise is its own run's; member ``i`` with key ``rngs[i]``
-trains exactly as the plain pmapped step with ``rngs[i]``. Metrics come back
-``[devices, H]``.
+a member's dropout noise is its own run's: member ``i`` with key ``rngs[i]``
+trains as the plain pmapped step with ``rngs[i]``, up to float rounding.
+Metrics come back ``[devices, H]``.
 """
 
 import jax
@@ -80,6 +80,7 @@ def make_members_step(train_step):
   """The per-device ``train_step`` over stacked states and per-member rngs.
 
   Same signature ``(state, teacher, batch, rng)``, so ``ts.pmap_train_step``
-  (or ``HostTrainData.make_step``) wraps it as it wraps the plain step.
+  and both ``data.train_data`` placements wrap it as they wrap the plain
+  step (members share the batch and its augmentation).
   """
   return jax.vmap(train_step, in_axes=(0, None, None, 0))

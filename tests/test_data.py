@@ -113,9 +113,9 @@ def test_train_data_batches_and_leak_guard(placement):
     assert not np.array_equal(np.asarray(epoch1[0]["label"]),
                               np.asarray(epoch2[0]["label"]))
   else:
-    assert epoch1[0].shape == (8, 2)  # indices; gathered on device
-    np.testing.assert_array_equal(epoch1[0], again[0])
-    assert not np.array_equal(epoch1[0], epoch2[0])
+    assert epoch1[0]["indices"].shape == (8, 2)  # gathered on device
+    np.testing.assert_array_equal(epoch1[0]["indices"], again[0]["indices"])
+    assert not np.array_equal(epoch1[0]["indices"], epoch2[0]["indices"])
 
   # One old-class example slipped into the new step's data: refused.
   leaky = labels.copy()

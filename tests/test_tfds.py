@@ -114,7 +114,8 @@ def test_same_seed_same_batches(fmnist_source, placement):
   def first_batches(seed):
     out = []
     for i, batch in enumerate(data.epoch(seed, 1)):
-      out.append(np.asarray(batch["label"] if placement == "host" else batch))
+      out.append(np.asarray(batch["label"] if placement == "host"
+                            else batch["indices"]))
       if i == 2:
         return out
 

@@ -86,27 +86,40 @@ class DeviceTrainData:
   def make_step(self, train_step):
     augment = self._augment
 
-    def step(state, teacher, data, indices, rng):
+    def step(state, teacher, data, feed, rng):
+      indices = feed["indices"]
       batch = {"image": data["image"][indices], "label": data["label"][indices]}
       if augment:
-        key = jax.random.fold_in(jax.random.fold_in(rng, state.step),
+        # Augmentation depends on the data order, not on the model's rng
+        # or state, so stacked members (cil_jax.members) share it.
+        seed = feed["augment_seed"]
+        key = jax.random.fold_in(jax.random.fold_in(
+            jax.random.PRNGKey(seed[0]), seed[1]),
                                  lax.axis_index(ts.BATCH_AXIS))
-        batch["image"] = random_crop_flip(jax.random.fold_in(key, 1),
-                                          batch["image"])
+        batch["image"] = random_crop_flip(key, batch["image"])
       return train_step(state, teacher, batch, rng)
 
     pmapped = jax.pmap(step, axis_name=ts.BATCH_AXIS,
                        in_axes=(0, 0, 0, 0, None), donate_argnums=(0,))
-    return lambda state, teacher, indices, rng: pmapped(
-        state, teacher, self._data, indices, rng)
+    return lambda state, teacher, feed, rng: pmapped(
+        state, teacher, self._data, feed, rng)
 
   def epoch(self, seed, epoch):
-    order = np.random.default_rng(pipeline.epoch_seed(seed, epoch)).permutation(
+    """Per step: ``indices`` ``[devices, per_device]`` into the resident
+    data, and ``augment_seed`` (epoch seed, step) for on-device augmentation."""
+    s = pipeline.epoch_seed(seed, epoch)
+    order = np.random.default_rng(s).permutation(
         self.num_examples).astype(np.int32)
     num_devices = len(self._devices)
-    for start in range(0, self.num_examples // self._batch_size
-                       * self._batch_size, self._batch_size):
-      yield order[start:start + self._batch_size].reshape(num_devices, -1)
+    num_steps = self.num_examples // self._batch_size
+    for i in range(num_steps):
+      start = i * self._batch_size
+      yield {
+          "indices": order[start:start + self._batch_size].reshape(
+              num_devices, -1),
+          "augment_seed": np.tile(np.array([s, i], np.uint32),
+                                  (num_devices, 1)),
+      }
 
 
 def random_crop_flip(rng, images):
