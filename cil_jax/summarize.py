@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import sys
 
 import numpy as np
@@ -55,19 +56,29 @@ def overrides(config, base):
                     for f in overrides(a, b)]
     elif a != b and key != "seed":
       value = tuple(map(tuple, a)) if key == "groups" else a
-      flags_out.append(f"--config.{key}={_literal(value)}")
+      flags_out.append(shlex.quote(f"--config.{key}={_literal(value)}"))
   return flags_out
 
 
-def markdown(settings, configs, base):
+def markdown(settings, configs, base, base_config="CONFIG", runs_dir=None):
+  """One section per setting: the command that reproduces each seed
+  (``{a,b}`` marks the seed; paths under ``runs_dir`` become ``RUNS``), and
+  a table of mean ± std per method."""
   lines = []
   for setting, methods in settings.items():
     cfgs = configs[setting]
     seeds = sorted(c["seed"] for c in cfgs)
+    seed_set = "{" + ",".join(map(str, seeds)) + "}"
+    workdir = os.path.join("RUNS", setting.replace("seed_*",
+                                                   f"seed_{seed_set}"))
+    command = " ".join(
+        ["python -m cil_jax.main --config", base_config, "--workdir", workdir]
+        + overrides(cfgs[0], base) + [f"--config.seed={seed_set}"])
+    if runs_dir:
+      command = command.replace(os.path.abspath(runs_dir), "RUNS")
+    command = re.sub(r"seed_\d+(?=/)", f"seed_{seed_set}", command)
     lines += [f"### {setting} (seeds {', '.join(map(str, seeds))})", "",
-              "`" + " ".join(overrides(cfgs[0], base) +
-                             [f"--config.seed={{{','.join(map(str, seeds))}}}"])
-              + "`", "",
+              "`" + command + "`", "",
               "| method | " + " | ".join(HEADERS) + " |",
               "|---|" + "---:|" * len(HEADERS)]
     for method, runs in methods.items():
@@ -102,8 +113,7 @@ def _mean_std(values):
 
 
 def _literal(value):
-  return json.dumps(value) if isinstance(value, str) else repr(value).replace(
-      " ", "")
+  return value if isinstance(value, str) else repr(value).replace(" ", "")
 
 
 def _load_base(path):
@@ -120,7 +130,8 @@ def main(argv):
   settings, configs = collect(argv[1])
   if not settings:
     raise SystemExit(f"No results.json under {argv[1]}.")
-  text = markdown(settings, configs, _load_base(_BASE.value))
+  text = markdown(settings, configs, _load_base(_BASE.value), _BASE.value,
+                  argv[1])
   with open(_OUT.value, "w") as f:
     f.write(text)
   print(text)
