@@ -17,7 +17,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from launch import aggregate
+from launch import table
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -56,9 +56,9 @@ def best_eps(table):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  rows, missing = aggregate.load_rows(_WORKDIR.value)
-  table = cells(rows)
-  best = best_eps(table)
+  rows, missing = table.load_rows(_WORKDIR.value)
+  by_cell = cells(rows)
+  best = best_eps(by_cell)
   presets = sorted({p for p, _ in best})
   ks = sorted({k for _, k in best})
   os.makedirs(_OUT.value, exist_ok=True)
@@ -69,8 +69,8 @@ def main(argv):
            for k in ks if (preset, k) in best]
     ax.errorbar(*zip(*pts), marker="o", capsize=3, label=f"eps_kd {preset}")
   for ref, style in (("joint", "k--"), ("finetune", "k:")):
-    pts = [(k / 10, 100 * np.mean(table[(ref, k, None)])) for k in ks
-           if (ref, k, None) in table]
+    pts = [(k / 10, 100 * np.mean(by_cell[(ref, k, None)])) for k in ks
+           if (ref, k, None) in by_cell]
     if pts:
       ax.plot(*zip(*pts), style, label=ref)
   ax.set_xlabel("share of original classes k/10")
@@ -92,18 +92,18 @@ def main(argv):
   fig.tight_layout()
   fig.savefig(os.path.join(_OUT.value, "best_eps.png"), dpi=120)
 
-  eps_values = sorted({e for (_, _, e) in table if e is not None})
+  eps_values = sorted({e for (_, _, e) in by_cell if e is not None})
   lines = ["| curve | k | " + " | ".join(f"eps={e}" for e in eps_values)
            + " | best eps |", "|---|---:|" + "---:|" * (len(eps_values) + 1)]
   for curve in presets:
     for k in ks:
-      row = [_fmt(table.get((curve, k, e))) for e in eps_values]
+      row = [_fmt(by_cell.get((curve, k, e))) for e in eps_values]
       lines.append(f"| eps_kd {curve} | {k} | " + " | ".join(row)
                    + f" | {best[(curve, k)][0]} |")
   for ref in ("finetune", "joint"):
     for k in ks:
-      if (ref, k, None) in table:
-        lines.append(f"| {ref} | {k} | {_fmt(table[(ref, k, None)])}"
+      if (ref, k, None) in by_cell:
+        lines.append(f"| {ref} | {k} | {_fmt(by_cell[(ref, k, None)])}"
                      + " |" * len(eps_values))
   if missing:
     lines += ["", f"Unfinished runs: {', '.join(missing)}"]

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from launch import aggregate
+from launch import table
 from launch import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -118,14 +118,14 @@ def test_summary_and_plot_of_synthetic_rows(tmp_path):
            "forgetting": None}
           for eps, seed, acc in [(0.2, 0, 0.6), (0.2, 1, 0.8), (0.8, 0, 0.5),
                                  (0.8, 1, 0.5)]]
-  summary = aggregate.summarise(rows)
+  summary = table.summarise(rows)
   assert [(e["eps_kd.eps"], e["seeds"]) for e in summary] == [(0.2, 2),
                                                               (0.8, 2)]
   assert summary[0]["final_acc_all_mean"] == pytest.approx(0.7)
   assert summary[0]["final_acc_all_std"] == pytest.approx(0.1)
   assert summary[0]["forgetting_mean"] is None
   assert "| 0.2 | eps_kd | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 10.0 |" in (
-      aggregate.markdown(summary, []))
-  paths = aggregate.plot(summary, str(tmp_path))
+      table.markdown(summary, []))
+  paths = table.plot(summary, str(tmp_path))
   assert [os.path.basename(p) for p in paths] == ["eps_kd.eps.png"]
   assert os.path.getsize(paths[0]) > 10_000
