@@ -46,17 +46,22 @@ def run(config, workdir):
   devices = _devices(config.train.num_devices)
   config_check.validate(config, len(devices))
   method_names = methods.method_names(config.methods)
-  os.makedirs(workdir, exist_ok=True)
-  _claim_workdir(config, workdir)
 
   source = data_source.Source(config.dataset)
   dataset = source.info
   base_dir = os.path.join(workdir, "base", "step_0")
   if config.teacher.checkpoint:
     base_variables, base_meta = _load_teacher(config, dataset)
-    groups = [base_meta["class_order"]] + classes.class_sequence(
+    new_groups = classes.class_sequence(
         config.classes.groups, dataset.num_classes, config.classes.order_seed)
-    classes.class_sequence(groups, dataset.num_classes)  # overlap check
+    overlap = sorted(set(base_meta["class_order"]) &
+                     {c for g in new_groups for c in g})
+    if overlap:
+      raise ValueError(
+          f"Classes {overlap} of config.classes.groups are already classes of "
+          f"the teacher ({base_meta['class_order']}, from its metadata.json); "
+          f"with config.teacher.checkpoint, list only the new classes.")
+    groups = [base_meta["class_order"]] + new_groups
   else:
     groups = classes.class_sequence(config.classes.groups, dataset.num_classes,
                                     config.classes.order_seed)
@@ -64,6 +69,9 @@ def run(config, workdir):
   experiment = _Experiment(config, source, groups, order, devices)
   for name in method_names:
     experiment.check_layers(methods.get_method(name, config))
+  # Only a config that passed every check claims the workdir.
+  os.makedirs(workdir, exist_ok=True)
+  _claim_workdir(config, workdir)
   print(f"class sequence: {groups}; methods: {method_names}; "
         f"{len(devices)} {devices[0].platform} device(s)", flush=True)
 
@@ -158,6 +166,8 @@ class _Experiment:
           "model": self.config.model.to_dict(), "adapter_dim": adapter_dim,
           "num_classes": num_seen, "class_order": self.order[:num_seen],
           "input_shape": list(self.dataset.input_shape),
+          "input_mean": list(self.dataset.mean),
+          "input_std": list(self.dataset.std),
           "dataset": self.dataset.name})
     train_seconds = time.perf_counter() - start
 
@@ -242,6 +252,17 @@ def _load_teacher(config, dataset):
         config.model[key]) != _as_list(value):
       problems.append(f"config.model.{key}={config.model[key]!r} but the "
                       f"checkpoint has {value!r}")
+  if meta.get("dataset") != dataset.name:
+    problems.append(f"the checkpoint was trained on {meta.get('dataset')!r} "
+                    f"but config.dataset.name={dataset.name!r}")
+  elif not np.allclose(meta.get("input_mean", dataset.mean), dataset.mean,
+                       rtol=1e-3) or not np.allclose(
+                           meta.get("input_std", dataset.std), dataset.std,
+                           rtol=1e-3):
+    problems.append(f"the checkpoint's inputs were normalised with mean "
+                    f"{meta.get('input_mean')} and std {meta.get('input_std')}"
+                    f" but this dataset's are {list(dataset.mean)} and "
+                    f"{list(dataset.std)} (another split or data_dir?)")
   if list(meta["input_shape"]) != list(dataset.input_shape):
     problems.append(f"the checkpoint takes inputs of shape "
                     f"{meta['input_shape']} but dataset {dataset.name!r} has "

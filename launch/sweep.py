@@ -17,6 +17,7 @@ filesystem every node sees.
 """
 
 import concurrent.futures
+import hashlib
 import importlib.util
 import json
 import os
@@ -47,7 +48,7 @@ _TAIL_LINES = 15
 
 
 def load_sweep(config_path):
-  """``{name: overrides}`` from the config file's ``get_sweep()``."""
+  """``({name: overrides}, base config as JSON)`` from the config file."""
   spec = importlib.util.spec_from_file_location("sweep_config", config_path)
   module = importlib.util.module_from_spec(spec)
   sys.path.insert(0, ROOT)
@@ -58,7 +59,7 @@ def load_sweep(config_path):
   runs = module.get_sweep()
   if not runs:
     raise ValueError(f"{config_path}: get_sweep() returned no runs.")
-  return grid.check_unique(runs)
+  return grid.check_unique(runs), module.get_config().to_json(sort_keys=True)
 
 
 def command(config_path, workdir, overrides):
@@ -69,18 +70,39 @@ def command(config_path, workdir, overrides):
 
 
 def run_one(cmd, workdir, env=None):
-  """Runs one command to ``workdir/log.txt``; ``None`` or the error tail."""
-  os.makedirs(workdir, exist_ok=True)
-  if os.path.exists(os.path.join(workdir, "results.json")):
-    return None
-  with open(os.path.join(workdir, "log.txt"), "a") as log:
-    code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                           cwd=ROOT, env={**os.environ, **(env or {})})
-  if code == 0:
-    return None
-  with open(os.path.join(workdir, "log.txt")) as log:
-    tail = log.readlines()[-_TAIL_LINES:]
-  return f"exit code {code}:\n" + "".join(tail)
+  """Runs one command to ``workdir/log.txt``; ``None`` or the error tail.
+
+  Never raises: a launcher-side error is that run's failure, not the sweep's.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    if os.path.exists(os.path.join(workdir, "results.json")):
+      return None
+    with open(os.path.join(workdir, "log.txt"), "a") as log:
+      code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
+                             cwd=ROOT, env={**os.environ, **(env or {})})
+    if code == 0:
+      return None
+    with open(os.path.join(workdir, "log.txt")) as log:
+      tail = log.readlines()[-_TAIL_LINES:]
+    return f"exit code {code}:\n" + "".join(tail)
+  except Exception as e:  # pylint: disable=broad-except
+    return f"launcher error: {e!r}"
+
+
+def prepare_data(config_path, runs):
+  """Builds each dataset the sweep uses (and its cached statistics) once,
+  on the CPU, before parallel workers would race to build it."""
+  dataset_overrides = {json.dumps({k: v for k, v in o.items()
+                                   if k.startswith("dataset.")},
+                                  sort_keys=True) for o in runs.values()}
+  for overrides in sorted(dataset_overrides):
+    subprocess.run(
+        [sys.executable, "-m", "cil_jax.data.prepare", "--config",
+         os.path.abspath(config_path)] + [
+             f"--config.{k}={_flag_value(v)}"
+             for k, v in json.loads(overrides).items()],
+        cwd=ROOT, check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
 def worker_envs(requested):
@@ -88,7 +110,9 @@ def worker_envs(requested):
   gpus = _count_gpus()
   if gpus:
     n = requested or gpus
-    return [{"CUDA_VISIBLE_DEVICES": str(i % gpus)} for i in range(n)]
+    # Workers sharing a GPU must not each preallocate most of its memory.
+    return [{"CUDA_VISIBLE_DEVICES": str(i % gpus),
+             "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} for i in range(n)]
   n = requested or os.cpu_count() or 1
   single = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
             "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -148,10 +172,10 @@ def run_ray(jobs, address, cpus, gpus):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runs = load_sweep(_CONFIG.value)
+  runs, base_config = load_sweep(_CONFIG.value)
   sweep_dir = os.path.abspath(_WORKDIR.value)
   os.makedirs(sweep_dir, exist_ok=True)
-  _record_sweep(sweep_dir, _CONFIG.value, runs)
+  _record_sweep(sweep_dir, _CONFIG.value, runs, base_config)
   jobs = {name: (command(_CONFIG.value, os.path.join(sweep_dir, name),
                          overrides), os.path.join(sweep_dir, name))
           for name, overrides in runs.items()}
@@ -164,6 +188,8 @@ def main(argv):
       print(name, " ".join(cmd[2:]))
     return
   todo = {n: j for n, j in jobs.items() if n not in finished}
+  if todo:
+    prepare_data(_CONFIG.value, {n: runs[n] for n in todo})
   if _BACKEND.value == "ray":
     failures = run_ray(todo, _RAY_ADDRESS.value, _CPUS.value, _GPUS.value)
   else:
@@ -178,18 +204,24 @@ def main(argv):
         f"--workdir {sweep_dir}")
 
 
-def _record_sweep(sweep_dir, config_path, runs):
-  """``sweep.json``: the runs of this directory; a different sweep is
-  refused so finished results are never mixed with another sweep's."""
+def _record_sweep(sweep_dir, config_path, runs, base_config):
+  """``sweep.json``: the runs of this directory. Another config file, or the
+  same file with another ``get_config()``, is refused so finished results
+  are never mixed with another sweep's; adding runs to the grid is fine."""
   path = os.path.join(sweep_dir, "sweep.json")
+  config_hash = hashlib.sha256(base_config.encode()).hexdigest()
   record = {"config": os.path.relpath(os.path.abspath(config_path), ROOT),
-            "runs": runs}
+            "config_hash": config_hash, "runs": runs}
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
     if old["config"] != record["config"]:
       raise ValueError(f"{sweep_dir} holds a sweep of {old['config']}; use "
                        f"another --workdir.")
+    if old["config_hash"] != config_hash:
+      raise ValueError(f"{config_path}'s get_config() changed since the runs "
+                       f"in {sweep_dir}; their results would mix with new "
+                       f"ones. Use another --workdir, or restore the config.")
     runs = {**old["runs"], **json.loads(json.dumps(runs))}
     record["runs"] = runs
   _write_json(path, record)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -90,7 +91,9 @@ def test_add_classes_to_a_given_classifier(default_run, tmp_path):
 @pytest.mark.parametrize("override, message", [
     ({"model.hidden_sizes": (32,)}, r"config.model.hidden_sizes=\(32,\)"),
     ({"model.name": "cnn"}, r"checkpoint's model is 'mlp'"),
-    ({"classes.groups": ((4, 5),)}, r"Class 4 appears twice"),
+    ({"classes.groups": ((4, 5),)},
+     r"Classes \[4\] of config.classes.groups are already classes of the "
+     r"teacher"),
 ])
 def test_teacher_mismatch_fails_before_training(default_run, tmp_path,
                                                 override, message):
@@ -103,7 +106,24 @@ def test_teacher_mismatch_fails_before_training(default_run, tmp_path,
     config[section][leaf] = value
   with pytest.raises(ValueError, match=message):
     train.run(config, str(tmp_path / "bad"))
-  assert not os.path.exists(tmp_path / "bad" / "eps_kd")
+  # Nothing trained, and the workdir is not bound to the rejected config.
+  assert not os.path.exists(tmp_path / "bad" / "config.json")
+
+
+def test_teacher_of_another_dataset_is_refused(default_run, tmp_path):
+  workdir, _ = default_run
+  teacher = tmp_path / "teacher"
+  shutil.copytree(os.path.join(workdir, "base", "step_0", "classifier"),
+                  teacher)
+  meta_path = teacher / "metadata.json"
+  meta = json.loads(meta_path.read_text())
+  meta["dataset"] = "mnist"
+  meta_path.write_text(json.dumps(meta))
+  config = add_classes.get_config()
+  config.teacher.checkpoint = str(teacher)
+  with pytest.raises(ValueError, match="trained on 'mnist' but "
+                     "config.dataset.name='digits'"):
+    train.run(config, str(tmp_path / "wd"))
 
 
 def test_missing_teacher_checkpoint_says_what_a_classifier_is(tmp_path):

@@ -99,6 +99,15 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
   with open(workdir / "runs.csv") as f:
     assert len(f.readlines()) == 1 + 2 * 2
 
+  # The same file with another get_config() must not mix with these runs.
+  sweep_config.write_text(SWEEP_CONFIG.replace("epochs = 2", "epochs = 3"))
+  try:
+    refused = _sweep(sweep_config, workdir)
+  finally:
+    sweep_config.write_text(SWEEP_CONFIG)
+  assert refused.returncode != 0
+  assert "get_config() changed since the runs" in refused.stderr
+
 
 def test_ray_backend_on_a_local_instance(sweep_config, tmp_path):
   workdir = tmp_path / "ray_sweep"

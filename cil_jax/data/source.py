@@ -108,9 +108,10 @@ class Source:
              "counts": counts}
     if cache is not None:
       try:
-        with open(f"{cache}.tmp", "w") as f:
+        tmp = f"{cache}.{os.getpid()}.tmp"  # parallel runs may race here
+        with open(tmp, "w") as f:
           json.dump(stats, f)
-        os.replace(f"{cache}.tmp", cache)
+        os.replace(tmp, cache)
       except OSError:
         pass  # read-only data dir: recompute next time
     return stats

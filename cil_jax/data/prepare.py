@@ -1,0 +1,26 @@
+"""Builds a config's dataset and its cached statistics, nothing else.
+
+  python -m cil_jax.data.prepare --config configs/x.py [--config.key=value]
+
+``launch.sweep`` runs it once before starting parallel workers.
+"""
+
+from absl import app
+from ml_collections import config_flags
+
+from cil_jax.data import source
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
+                                          lock_config=True)
+
+
+def main(argv):
+  del argv
+  info = source.Source(_CONFIG.value.dataset).info
+  print(f"{info.name}: {info.num_classes} classes, input {info.input_shape}, "
+        f"{int(info.class_counts['train'].sum())} train and "
+        f"{int(info.class_counts['test'].sum())} test examples", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
