@@ -59,6 +59,15 @@ def preset_rules(preset, params, last_k=1, trainable_regex=""):
   return [(pattern, TRAINABLE), (".*", FROZEN)]
 
 
+def frozen_backbone_layers(params, rules):
+  """Names of backbone layers all of whose parameters ``rules`` freeze."""
+  label_of = rule_labeler(rules)
+  return tuple(
+      name for name, layer in params.get("backbone", {}).items()
+      if all(label_of(f"backbone/{name}/{path}") == FROZEN
+             for path in traverse_util.flatten_dict(layer, sep="/")))
+
+
 def path_labels(tree, rules):
   """Label tree for ``tree`` from ``rules``; raises on an uncovered path."""
   compiled = [(re.compile(pattern), label) for pattern, label in rules]

@@ -138,6 +138,16 @@ class _Experiment:
     adapter_dim = method.adapter_dim or (previous or {}).get("adapter_dim", 0)
     student = build_model(self.config.model, num_seen, adapter_dim)
     variables = student.init(rng, jnp.zeros((1, *self.dataset.input_shape)))
+    # Frozen backbone layers train as they test (BatchNorm running averages,
+    # no dropout), so the features the head learns on are the test ones.
+    student = build_model(
+        self.config.model, num_seen, adapter_dim,
+        partition.frozen_backbone_layers(variables["params"],
+                                         partition.preset_rules(
+                                             method.layers,
+                                             variables["params"],
+                                             method.last_k,
+                                             method.trainable_regex)))
     teacher = teacher_variables = None
     eps = 0.0
     if previous is not None:

@@ -282,3 +282,44 @@ def test_expanded_student_reproduces_teacher_logits():
   # The fresh model, before the copy, scores the old classes differently.
   fresh_logits = np.asarray(student_model.apply(fresh, images))
   assert not np.allclose(fresh_logits[:, :3], teacher_logits, atol=1e-3)
+
+
+def test_frozen_layers_train_as_they_test():
+  """A frozen backbone runs BatchNorm on running averages and no dropout in
+  training, so its features equal the test-time ones."""
+  from cil_jax import partition  # pylint: disable=import-outside-toplevel
+  config = _model_config("resnet", resnet_depth=8, resnet_width=4)
+  model = build_model(config, 3)
+  images = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 8, 8, 1)) * 3 + 1
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images[0])
+  variables = jax.tree.map(
+      lambda s: np.random.default_rng(0).normal(size=s.shape).astype(s.dtype)
+      * 0.3 + (1.0 if len(s.shape) == 1 else 0.0), variables)
+  rules = partition.preset_rules("head", variables["params"])
+  frozen = partition.frozen_backbone_layers(variables["params"], rules)
+  assert frozen == ("layer_00", "layer_01", "layer_02", "layer_03")
+  assert partition.frozen_backbone_layers(
+      variables["params"], partition.preset_rules("last_k", variables["params"],
+                                                  last_k=2)) == frozen[:-1]
+
+  def train_logits(m):
+    fn = jax.pmap(lambda v, x: m.apply(v, x, train=True,
+                                       mutable=["batch_stats"])[0],
+                  axis_name="batch")
+    return np.asarray(fn(jax.tree.map(lambda a: a[None], variables),
+                         images))[0]
+
+  test_logits = np.asarray(model.apply(variables, images[0], train=False))
+  np.testing.assert_allclose(
+      train_logits(build_model(config, 3, frozen_layers=frozen)), test_logits,
+      rtol=1e-5, atol=1e-5)
+  # Without the flag, batch statistics of the new data change the features.
+  assert not np.allclose(train_logits(model), test_logits, atol=1e-3)
+
+  mlp_config = _model_config("mlp", hidden_sizes=(16,), dropout=0.5)
+  mlp = build_model(mlp_config, 3, frozen_layers=("layer_00",))
+  x = jnp.ones((4, 8, 8, 1))
+  mlp_vars = mlp.init(jax.random.PRNGKey(0), x)
+  np.testing.assert_array_equal(
+      mlp.apply(mlp_vars, x, train=True, rngs={"dropout": jax.random.PRNGKey(3)}),
+      mlp.apply(mlp_vars, x, train=False))

@@ -8,20 +8,26 @@ from cil_jax.models.resnet import ResNetCifar
 MODEL_NAMES = ("mlp", "cnn", "resnet")
 
 
-def build_model(model_config, num_classes, adapter_dim=0):
+def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=()):
   """Returns a ``Classifier`` for ``model_config.name`` with ``num_classes``.
 
   ``adapter_dim > 0`` inserts a zero-initialised residual adapter between the
-  backbone and the head.
+  backbone and the head. ``frozen_layers`` (backbone layer names such as
+  ``layer_03``) run as at test time even in training: no dropout, BatchNorm
+  on running averages. Parameters are the same either way.
   """
   name = model_config.name
+  frozen_layers = tuple(frozen_layers)
   if name == "mlp":
-    backbone = MLP(tuple(model_config.hidden_sizes), model_config.dropout)
+    backbone = MLP(tuple(model_config.hidden_sizes), model_config.dropout,
+                   frozen_layers)
   elif name == "cnn":
     backbone = SmallCNN(tuple(model_config.conv_features),
-                        model_config.dense_size, model_config.dropout)
+                        model_config.dense_size, model_config.dropout,
+                        frozen_layers)
   elif name == "resnet":
-    backbone = ResNetCifar(model_config.resnet_depth, model_config.resnet_width)
+    backbone = ResNetCifar(model_config.resnet_depth, model_config.resnet_width,
+                           frozen_layers=frozen_layers)
   else:
     raise ValueError(f"Unknown model {name!r}: set config.model.name to one "
                      f"of {MODEL_NAMES}.")

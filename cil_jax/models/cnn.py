@@ -14,6 +14,7 @@ class SmallCNN(nn.Module):
   conv_features: Sequence[int]
   dense_size: int
   dropout: float = 0.0
+  frozen_layers: Sequence[str] = ()  # no dropout after these in training
 
   @nn.compact
   def __call__(self, inputs, train=False):
@@ -22,6 +23,7 @@ class SmallCNN(nn.Module):
       x = nn.relu(nn.Conv(features, (3, 3), name=f"layer_{i:02d}")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     x = flatten(x)
-    x = nn.relu(nn.Dense(self.dense_size,
-                         name=f"layer_{len(self.conv_features):02d}")(x))
-    return nn.Dropout(self.dropout, deterministic=not train)(x)
+    name = f"layer_{len(self.conv_features):02d}"
+    x = nn.relu(nn.Dense(self.dense_size, name=name)(x))
+    return nn.Dropout(self.dropout, deterministic=not train
+                      or name in self.frozen_layers)(x)

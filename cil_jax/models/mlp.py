@@ -15,11 +15,14 @@ class MLP(nn.Module):
   """
   hidden_sizes: Sequence[int]
   dropout: float = 0.0
+  frozen_layers: Sequence[str] = ()  # no dropout after these in training
 
   @nn.compact
   def __call__(self, inputs, train=False):
     x = flatten(inputs)
     for i, size in enumerate(self.hidden_sizes):
-      x = nn.relu(nn.Dense(size, name=f"layer_{i:02d}")(x))
-      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+      name = f"layer_{i:02d}"
+      x = nn.relu(nn.Dense(size, name=name)(x))
+      x = nn.Dropout(self.dropout, deterministic=not train
+                     or name in self.frozen_layers)(x)
     return x

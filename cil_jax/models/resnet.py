@@ -1,6 +1,7 @@
 """CIFAR-style ResNet (He et al. 2016, section 4.2): 6n+2 layers, BatchNorm."""
 
 import functools
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -43,6 +44,9 @@ class ResNetCifar(nn.Module):
   depth: int = 20
   width: int = 16
   sync_batch_stats: bool = True
+  # Layers whose BatchNorms use their running averages even in training,
+  # so frozen layers compute what they compute at test time.
+  frozen_layers: Sequence[str] = ()
 
   @nn.compact
   def __call__(self, inputs, train=False):
@@ -53,13 +57,18 @@ class ResNetCifar(nn.Module):
     norm = functools.partial(
         nn.BatchNorm, momentum=0.9, epsilon=1e-5,
         axis_name=BATCH_AXIS if (train and self.sync_batch_stats) else None)
-    x = _Stem(self.width, norm, name="layer_00")(inputs, train)
+
+    def learns(name):
+      return train and name not in self.frozen_layers
+
+    x = _Stem(self.width, norm, name="layer_00")(inputs, learns("layer_00"))
     index = 1
     for stage in range(3):
       for block in range(blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
+        name = f"layer_{index:02d}"
         x = ResidualBlock(self.width * 2**stage, strides, norm,
-                          name=f"layer_{index:02d}")(x, train)
+                          name=name)(x, learns(name))
         index += 1
     return jnp.mean(x, axis=(1, 2))
 
