@@ -30,9 +30,9 @@ def fit(*, student, variables, teacher, teacher_variables, method, eps,
   """
   num_devices = len(devices)
   batch_size = config.train.batch_size
-  steps_per_epoch = train_data.num_examples // batch_size
+  steps_per_epoch = train_data.steps_per_epoch
   if steps_per_epoch == 0:
-    raise ValueError(f"{name}: {train_data.num_examples} training examples "
+    raise ValueError(f"{name}: {train_data.global_examples} training examples "
                      f"make no full batch of {batch_size}; lower "
                      f"config.train.batch_size.")
   epochs = config.train.epochs
@@ -55,7 +55,7 @@ def fit(*, student, variables, teacher, teacher_variables, method, eps,
           flush=True)
   state = ts.replicate(host_state, devices)
   teacher_replicated = ts.replicate(teacher_variables or {}, devices)
-  print(f"{name}: {train_data.num_examples} training examples, "
+  print(f"{name}: {train_data.global_examples} training examples, "
         f"{steps_per_epoch} steps/epoch of {batch_size} on {num_devices} "
         f"device(s), data on {train_data.mode}, eps={eps:.3f}, "
         f"layers={method.layers}", flush=True)

@@ -185,7 +185,7 @@ class _Experiment:
         "step": t, "method": method.name, "classes": self.groups[t],
         "num_old": num_old, "num_new": len(self.groups[t]), "eps": eps,
         "layers": method.layers, "adapter_dim": adapter_dim,
-        "num_train_examples": train_data.num_examples,
+        "num_train_examples": train_data.global_examples,
         "data_placement": train_data.mode,
         "train_seconds": round(train_seconds, 2),
         **self.evaluate(student, trained, t),

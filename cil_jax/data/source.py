@@ -49,18 +49,19 @@ class Source:
       self._builder = _prepared_builder(dataset_config)
     self.info = self._make_info()
 
-  def split(self, which):
-    """This process's shard of split ``which`` ("train" or "test")."""
+  def split(self, which, shard=True):
+    """This process's shard of split ``which`` ("train" or "test"), or the
+    whole split with ``shard=False``."""
     if self._arrays is not None:
       images, labels = self._arrays[which]
       ds = tf.data.Dataset.from_tensor_slices(
           {"image": images, "label": labels})
-      return ds.shard(jax.process_count(), jax.process_index())
+      return ds.shard(jax.process_count(), jax.process_index()) if shard else ds
     split_name = {"train": self.config.train_split,
                   "test": self.config.test_split}[which]
     ds = self._builder.as_dataset(
-        split=tfds.split_for_jax_process(split_name), as_supervised=True,
-        shuffle_files=False)
+        split=tfds.split_for_jax_process(split_name) if shard else split_name,
+        as_supervised=True, shuffle_files=False)
     return ds.map(lambda image, label: {"image": image,
                                         "label": tf.cast(label, tf.int32)})
 
@@ -98,8 +99,9 @@ class Source:
           b for b in self.split(which).map(lambda ex: ex["label"]).batch(
               8192).as_numpy_iterator()] or [np.zeros(0, np.int32)])
       counts[which] = np.bincount(labels, minlength=num_classes).tolist()
+    # Statistics from the whole split, so every process normalises alike.
     images = np.concatenate([
-        b.astype(np.float64) for b in self.split("train").take(
+        b.astype(np.float64) for b in self.split("train", shard=False).take(
             _STATS_EXAMPLES).map(lambda ex: ex["image"]).batch(
                 2048).as_numpy_iterator()])
     axes = tuple(range(images.ndim - 1))

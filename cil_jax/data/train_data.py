@@ -11,6 +11,7 @@ Both give ``epoch(seed, epoch)`` (what to feed each step of an epoch) and
   the dispatch. The labels are checked once, when the data is loaded.
 """
 
+import itertools
 import math
 
 import jax
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
 from jax import lax
+from jax.experimental import multihost_utils
 
 from cil_jax import train_step as ts
 from cil_jax.data import batches
@@ -30,17 +32,24 @@ def make_train_data(source, class_ids, mapping, dataset_config, batch_size,
                     devices):
   """Training data of ``class_ids`` in the configured placement."""
   info = source.info
-  num_examples = int(info.class_counts["train"][np.asarray(class_ids)].sum())
+  local = int(info.class_counts["train"][np.asarray(class_ids)].sum())
+  # Every process must run the same number of steps (the gradient pmean
+  # spans all of them): the smallest shard sets it.
+  counts = np.asarray(multihost_utils.process_allgather(np.int64(local)))
+  steps_per_epoch = int(counts.min()) // (batch_size // jax.process_count())
   allowed = sorted(int(mapping[c]) for c in class_ids)
   base = pipeline.filtered(source, "train", class_ids, mapping)
   placement = dataset_config.placement
   if placement == "auto":
-    megabytes = num_examples * math.prod(info.input_shape) * 4 / 2**20
+    megabytes = local * math.prod(info.input_shape) * 4 / 2**20
     placement = ("device" if megabytes <= dataset_config.device_max_mb
                  else "host")
   cls = DeviceTrainData if placement == "device" else HostTrainData
-  return cls(base, num_examples, allowed, info.augment, batch_size, devices,
+  data = cls(base, local, allowed, info.augment, batch_size, devices,
              dataset_config.shuffle_buffer)
+  data.steps_per_epoch = steps_per_epoch  # equal on every process
+  data.global_examples = int(counts.sum())
+  return data
 
 
 class HostTrainData:
@@ -52,16 +61,19 @@ class HostTrainData:
     self._batch_size, self._devices = batch_size, devices
     self._shuffle_buffer = shuffle_buffer
     self.num_examples = num_examples
+    self.steps_per_epoch = num_examples // (batch_size // jax.process_count())
+    self.global_examples = num_examples
 
   def make_step(self, train_step):
     return ts.pmap_train_step(train_step)
 
   def epoch(self, seed, epoch):
-    return jax_utils.prefetch_to_device(pipeline.train_epoch(
+    return jax_utils.prefetch_to_device(itertools.islice(pipeline.train_epoch(
         self._base, batch_size=self._batch_size,
         num_devices=len(self._devices), seed=seed, epoch=epoch,
         augment=self._augment, shuffle_buffer=self._shuffle_buffer,
-        allowed_labels=self._allowed), 2, self._devices)
+        allowed_labels=self._allowed), self.steps_per_epoch), 2,
+                                        self._devices)
 
 
 class DeviceTrainData:
@@ -81,6 +93,8 @@ class DeviceTrainData:
     self.num_examples = num_examples
     self._augment, self._batch_size, self._devices = (
         augment, batch_size // jax.process_count(), devices)
+    self.steps_per_epoch = num_examples // self._batch_size
+    self.global_examples = num_examples
     self._data = ts.replicate({"image": images, "label": labels}, devices)
 
   def make_step(self, train_step):
@@ -111,8 +125,7 @@ class DeviceTrainData:
     order = np.random.default_rng(s).permutation(
         self.num_examples).astype(np.int32)
     num_devices = len(self._devices)
-    num_steps = self.num_examples // self._batch_size
-    for i in range(num_steps):
+    for i in range(self.steps_per_epoch):
       start = i * self._batch_size
       yield {
           "indices": order[start:start + self._batch_size].reshape(
