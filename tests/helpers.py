@@ -16,3 +16,17 @@ def small_config(**overrides):
       target = target[parent]
     target[leaf] = value
   return config
+
+
+def tiny_model_config(name, **overrides):
+  """``config.model`` of ``name`` with tiny layer sizes, for unit tests."""
+  config = default.get_config().model
+  config.name = name
+  config.hidden_sizes = (8, 8)
+  config.conv_features = (4, 8)
+  config.dense_size = 8
+  config.resnet_depth = 20
+  config.resnet_width = 4
+  for key, value in overrides.items():
+    config[key] = value
+  return config

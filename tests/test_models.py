@@ -11,29 +11,16 @@ from flax import traverse_util
 
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
-from configs import default
+from tests.helpers import tiny_model_config
 
 INPUT_SHAPE = (1, 8, 8, 1)
 BATCH = 4
 
 
-def _model_config(name, **overrides):
-  config = default.get_config().model
-  config.name = name
-  config.hidden_sizes = (8, 8)
-  config.conv_features = (4, 8)
-  config.dense_size = 8
-  config.resnet_depth = 20
-  config.resnet_width = 4
-  for key, value in overrides.items():
-    config[key] = value
-  return config
-
-
 @functools.lru_cache(maxsize=None)
 def _init(name, num_classes, adapter_dim=0, seed=0, **overrides):
   """Cached: tests share initialised models and must not mutate them."""
-  model = build_model(_model_config(name, **overrides), num_classes,
+  model = build_model(tiny_model_config(name, **overrides), num_classes,
                       adapter_dim=adapter_dim)
   # An "rbg" key compiles much faster than threefry on CPU; same tree.
   variables = jax.jit(model.init)(jax.random.key(seed, impl="rbg"),
@@ -133,14 +120,14 @@ def test_resnet_train_outside_pmap_needs_the_batch_axis(resnet):
 
 
 def test_resnet_rejects_bad_depth():
-  model = build_model(_model_config("resnet", resnet_depth=21), 5)
+  model = build_model(tiny_model_config("resnet", resnet_depth=21), 5)
   with pytest.raises(ValueError, match="6n\\+2"):
     jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(INPUT_SHAPE))
 
 
 def test_build_model_rejects_unknown_name():
   with pytest.raises(ValueError, match="Unknown model 'vit'"):
-    build_model(_model_config("vit"), 5)
+    build_model(tiny_model_config("vit"), 5)
 
 
 # ----------------------------------------------------------------- adapter
@@ -148,7 +135,7 @@ def test_build_model_rejects_unknown_name():
 
 def test_adapter_is_identity_at_init():
   name = "mlp"
-  plain_model = build_model(_model_config(name), 5)
+  plain_model = build_model(tiny_model_config(name), 5)
   adapter_model, variables = _init(name, 5, adapter_dim=4, seed=1)
   params = variables["params"]
   assert set(params) == {"backbone", "adapter", "head"}
@@ -288,7 +275,7 @@ def test_frozen_layers_train_as_they_test():
   """A frozen backbone runs BatchNorm on running averages and no dropout in
   training, so its features equal the test-time ones."""
   from cil_jax import partition  # pylint: disable=import-outside-toplevel
-  config = _model_config("resnet", resnet_depth=8, resnet_width=4)
+  config = tiny_model_config("resnet", resnet_depth=8, resnet_width=4)
   model = build_model(config, 3)
   images = jax.random.normal(jax.random.PRNGKey(1), (1, 4, 8, 8, 1)) * 3 + 1
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images[0])
@@ -316,7 +303,7 @@ def test_frozen_layers_train_as_they_test():
   # Without the flag, batch statistics of the new data change the features.
   assert not np.allclose(train_logits(model), test_logits, atol=1e-3)
 
-  mlp_config = _model_config("mlp", hidden_sizes=(16,), dropout=0.5)
+  mlp_config = tiny_model_config("mlp", hidden_sizes=(16,), dropout=0.5)
   mlp = build_model(mlp_config, 3, frozen_layers=("layer_00",))
   x = jnp.ones((4, 8, 8, 1))
   mlp_vars = mlp.init(jax.random.PRNGKey(0), x)

@@ -13,30 +13,17 @@ from flax import traverse_util
 from cil_jax import losses
 from cil_jax import partition
 from cil_jax.models import build_model
-from configs import default
+from tests.helpers import tiny_model_config
 
 INPUT_SHAPE = (1, 8, 8, 1)
 NUM_CLASSES = 5
 NUM_OLD = 3
 
 
-def _model_config(name, **overrides):
-  config = default.get_config().model
-  config.name = name
-  config.hidden_sizes = (8, 8)
-  config.conv_features = (4, 8)
-  config.dense_size = 8
-  config.resnet_depth = 20
-  config.resnet_width = 4
-  for key, value in overrides.items():
-    config[key] = value
-  return config
-
-
 @functools.lru_cache(maxsize=None)
 def _init(name, adapter_dim=0, seed=0):
   """Cached: tests share initialised models and must not mutate them."""
-  model = build_model(_model_config(name), NUM_CLASSES, adapter_dim=adapter_dim)
+  model = build_model(tiny_model_config(name), NUM_CLASSES, adapter_dim=adapter_dim)
   # An "rbg" key compiles much faster than threefry on CPU (a ResNet-20 init
   # draws ~20 kernels); the parameter tree is the same.
   variables = jax.jit(model.init)(jax.random.key(seed, impl="rbg"),
@@ -61,7 +48,7 @@ def resnet():
   Labels depend only on paths, so the tree of ``jax.eval_shape(init)`` is
   enough and skips compiling the random initialisers of ~20 kernels.
   """
-  model = build_model(_model_config("resnet"), NUM_CLASSES)
+  model = build_model(tiny_model_config("resnet"), NUM_CLASSES)
   return model, jax.eval_shape(model.init, jax.random.PRNGKey(0),
                                jnp.zeros(INPUT_SHAPE))
 
@@ -99,7 +86,7 @@ def test_layer_names_with_adapter(mlp_adapter):
 
 
 def test_layer_names_cnn():
-  model = build_model(_model_config("cnn"), NUM_CLASSES)
+  model = build_model(tiny_model_config("cnn"), NUM_CLASSES)
   variables = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                              jnp.zeros(INPUT_SHAPE))
   # Two conv stages then the dense layer.
@@ -115,7 +102,7 @@ def test_layer_names_resnet(resnet):
 
 
 def test_layer_names_forward_order_beyond_100_layers():
-  model = build_model(_model_config("mlp", hidden_sizes=(2,) * 101),
+  model = build_model(tiny_model_config("mlp", hidden_sizes=(2,) * 101),
                       NUM_CLASSES)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
                           jnp.zeros(INPUT_SHAPE))["params"]
