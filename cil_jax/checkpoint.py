@@ -11,7 +11,6 @@ writes, so any result can be the teacher of a later run.
 
 import json
 import os
-import shutil
 import uuid
 
 import jax
@@ -106,10 +105,6 @@ def load_classifier(path, expected_variables):
         f"missing {missing}, unexpected {extra}, shape (got, want) {differ}. "
         f"Re-save the classifier with matching metadata.")
   return restored, metadata
-
-
-def remove_tree(path):
-  shutil.rmtree(path, ignore_errors=True)
 
 
 def _shapes(tree):

@@ -89,7 +89,7 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
       second.stdout)
   assert os.path.getmtime(workdir / "eps=0.2_seed=0" / "results.json") == mtime
 
-  aggregate = subprocess.run(
+  subprocess.run(
       [sys.executable, "-m", "launch.aggregate", "--workdir", str(workdir)],
       cwd=ROOT, capture_output=True, text=True, check=True)
   summary = (workdir / "summary.md").read_text()

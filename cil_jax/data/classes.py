@@ -45,9 +45,3 @@ def label_map(order, num_dataset_classes):
   mapping = np.full(num_dataset_classes, -1, dtype=np.int32)
   mapping[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
   return mapping
-
-
-def select(images, labels, class_ids, mapping):
-  """Examples of ``class_ids`` only, with labels remapped to positions."""
-  keep = np.isin(labels, np.asarray(class_ids))
-  return images[keep], mapping[labels[keep]]
