@@ -34,15 +34,18 @@ class TrainCheckpoints:
   def save(self, epoch, host_state):
     self._manager.save(epoch, args=ocp.args.StandardSave(host_state))
 
-  def restore_latest(self, host_state_template):
-    """``(epoch, state)`` of the newest checkpoint, or ``(0, None)``."""
-    epoch = self._manager.latest_step()
-    if epoch is None:
-      return 0, None
+  def epochs(self):
+    """The epochs saved so far, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def restore(self, epoch, host_state_template):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                             host_state_template)
-    return epoch, self._manager.restore(
+    return self._manager.restore(
         epoch, args=ocp.args.StandardRestore(abstract))
+
+  def delete(self, epoch):
+    self._manager.delete(epoch)
 
   def close(self):
     self._manager.wait_until_finished()

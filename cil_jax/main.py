@@ -2,7 +2,14 @@
 
 Flags only; everything else is ``train.run``. Override any config value with
 ``--config.key=value`` (e.g. ``--config.eps_kd.eps=0.3``).
+
+A group of runs that differ only in ``eps_kd.*`` and ``methods`` runs in one
+process with ``--members FILE`` instead of ``--workdir``: FILE is JSON
+``{workdir: {"eps_kd.eps": "0.3", ...}}``, each workdir getting the config
+with its overrides (``launch.sweep`` writes these files).
 """
+
+import json
 
 from absl import app
 from absl import flags
@@ -17,7 +24,17 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints and results; rerunning the "
     "same config there resumes it.")
-flags.mark_flags_as_required(["config", "workdir"])
+_MEMBERS = flags.DEFINE_string(
+    "members", None, "JSON file {workdir: overrides} of a group of runs "
+    "differing only in eps_kd.* and methods; replaces --workdir.")
+_MEMBER_MODE = flags.DEFINE_enum(
+    "member_mode", "auto", ["auto", "vmap", "serial"],
+    "--members: vmap members in one program, train them in turn (serial), "
+    "or auto (vmap on accelerators, serial on CPU).")
+flags.mark_flags_as_required(["config"])
+flags.register_multi_flags_validator(
+    ["workdir", "members"], lambda f: (f["workdir"] is None) != (
+        f["members"] is None), "Give exactly one of --workdir and --members.")
 
 
 def main(argv):
@@ -25,7 +42,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Orbax logs every save at INFO; progress lines are printed instead.
   logging.set_verbosity(logging.WARNING)
-  train.run(_CONFIG.value, _WORKDIR.value)
+  if _WORKDIR.value is not None:
+    train.run(_CONFIG.value, _WORKDIR.value)
+    return
+  with open(_MEMBERS.value) as f:
+    members = json.load(f)
+  vmap = {"auto": None, "vmap": True, "serial": False}[_MEMBER_MODE.value]
+  train.run_members(_CONFIG.value, members, vmap=vmap)
 
 
 if __name__ == "__main__":

@@ -76,11 +76,14 @@ def unstack_state(stacked, i):
   return jax.tree.map(lambda leaf: leaf[i], stacked)
 
 
-def make_members_step(train_step):
+def make_members_step(train_step, shared_teacher=True):
   """The per-device ``train_step`` over stacked states and per-member rngs.
 
   Same signature ``(state, teacher, batch, rng)``, so ``ts.pmap_train_step``
   and both ``data.train_data`` placements wrap it as they wrap the plain
-  step (members share the batch and its augmentation).
+  step (members share the batch and its augmentation). With
+  ``shared_teacher=False`` the teacher is stacked too, one per member (a
+  later class step, where each member's teacher is its own previous model).
   """
-  return jax.vmap(train_step, in_axes=(0, None, None, 0))
+  return jax.vmap(train_step, in_axes=(0, None if shared_teacher else 0,
+                                       None, 0))

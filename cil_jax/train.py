@@ -5,6 +5,14 @@ here on the first group, or loaded from ``config.teacher.checkpoint``); then,
 per method, each later group is learnt from the previous model as frozen
 teacher; evaluation after every step; ``results.json``.
 
+``run_members(config, {workdir: overrides})`` runs a *group* of such runs in
+one process: runs whose configs differ only in ``eps_kd.*`` and ``methods``
+(``cil_jax.overrides``). They share the data, C_A (trained once, copied into
+every workdir) and compiled steps; the eps-KD members of one layer preset
+train side by side in one vmapped program (``vmap=True``, the default on
+accelerators) or one after another. Every workdir ends exactly as its run
+alone would leave it, so a group can be resumed, or finished run by run.
+
 Workdir layout (every finished piece is reused, never rewritten)::
 
   config.json                   the config this workdir belongs to
@@ -17,39 +25,53 @@ Workdir layout (every finished piece is reused, never rewritten)::
 
 import json
 import os
-import shutil
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import jax_utils
 
 from cil_jax import checkpoint
+from cil_jax import class_step
 from cil_jax import config_check
 from cil_jax import evaluate
-from cil_jax import fit
 from cil_jax import methods
-from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax import overrides
 from cil_jax.data import classes
-from cil_jax.data import pipeline
 from cil_jax.data import source as data_source
-from cil_jax.data.train_data import make_train_data
 from cil_jax.models import build_model
-from cil_jax.models.expand import expand_variables
 from cil_jax.report import format_table
 
 
 def run(config, workdir):
   """Runs the experiment of ``config`` in ``workdir``; returns the results."""
+  return run_members(config, {workdir: {}})[workdir]
+
+
+def run_members(config, member_overrides, vmap=None):
+  """Runs ``config`` with each ``{workdir: {key: value}}`` override set.
+
+  Returns ``{workdir: results}``. ``vmap=None`` vmaps members on
+  accelerators and trains them in turn on CPU, where a batched matmul is not
+  faster than separate ones.
+  """
+  if not member_overrides:
+    raise ValueError("No members to run: give at least one workdir.")
+  configs = {workdir: overrides.apply(config, o)
+             for workdir, o in member_overrides.items()}
+  differ = overrides.non_member_differences(list(configs.values()))
+  if differ:
+    raise ValueError(
+        f"Members of one group may differ only in eps_kd.* and methods, but "
+        f"they differ in {differ}; run those as separate runs.")
+  config = next(iter(configs.values()))
   devices = _devices(config.train.num_devices)
-  config_check.validate(config, len(devices))
-  method_names = methods.method_names(config.methods)
+  for member_config in configs.values():
+    config_check.validate(member_config, len(devices))
+  method_names = {workdir: methods.method_names(c.methods)
+                  for workdir, c in configs.items()}
 
   source = data_source.Source(config.dataset)
   dataset = source.info
-  base_dir = os.path.join(workdir, "base", "step_0")
   if config.teacher.checkpoint:
     base_variables, base_meta = _load_teacher(config, dataset)
     new_groups = classes.class_sequence(
@@ -65,173 +87,64 @@ def run(config, workdir):
   else:
     groups = classes.class_sequence(config.classes.groups, dataset.num_classes,
                                     config.classes.order_seed)
-  order = [c for group in groups for c in group]
-  experiment = _Experiment(config, source, groups, order, devices)
-  for name in method_names:
-    experiment.check_layers(methods.get_method(name, config))
-  # Only a config that passed every check claims the workdir.
-  os.makedirs(workdir, exist_ok=True)
-  _claim_workdir(config, workdir)
-  print(f"class sequence: {groups}; methods: {method_names}; "
-        f"{len(devices)} {devices[0].platform} device(s)", flush=True)
+  if vmap is None:
+    vmap = devices[0].platform != "cpu"
+  steps = class_step.Steps(config, source, groups, devices, vmap)
+  for workdir, member_config in configs.items():
+    for name in method_names[workdir]:
+      steps.check_layers(methods.get_method(name, member_config))
+  # Only configs that passed every check claim their workdirs.
+  for workdir, member_config in configs.items():
+    os.makedirs(workdir, exist_ok=True)
+    _claim_workdir(member_config, workdir)
+  print(f"class sequence: {groups}; {len(configs)} run(s); "
+        f"{len(devices)} {devices[0].platform} device(s)"
+        + (f"; members {'vmapped' if vmap else 'in turn'}"
+           if len(configs) > 1 else ""), flush=True)
 
   if config.teacher.checkpoint:
-    base = experiment.given_base(base_variables, base_meta["adapter_dim"])
+    base = steps.given_base(base_variables, base_meta["adapter_dim"])
   else:
-    base = experiment.step(methods.BASE, 0, base_dir, previous=None)
-  results = {"class_sequence": groups, "dataset": dataset.name,
-             "teacher_checkpoint": config.teacher.checkpoint or None,
-             "methods": {}}
-  for name in method_names:
-    method = methods.get_method(name, config)
-    steps, previous = [base], base
-    for t in range(1, len(groups)):
-      step_dir = os.path.join(workdir, name, f"step_{t}")
-      previous = experiment.step(method, t, step_dir,
-                                 previous=None if method.joint else previous)
-      steps.append(previous)
-    results["methods"][name] = _summarise(steps)
+    base = _shared_base(steps, list(configs))
+  # One chain of step results per (workdir, method), advanced a step at a
+  # time over all of them so identical or vmappable steps train together.
+  chains = {(workdir, name): [base] for workdir in configs
+            for name in method_names[workdir]}
+  for t in range(1, len(groups)):
+    jobs = []
+    for workdir, name in chains:
+      method = methods.get_method(name, configs[workdir])
+      jobs.append(class_step.Job(
+          method, os.path.join(workdir, name, f"step_{t}"),
+          None if method.joint else chains[workdir, name][-1],
+          run_name=os.path.basename(workdir) if len(configs) > 1 else ""))
+    for key, result in zip(chains, steps.run(t, jobs)):
+      chains[key].append(result)
 
-  _write_json(os.path.join(workdir, "results.json"), results)
-  print(format_table(results), flush=True)
-  return results
+  all_results = {}
+  for workdir in configs:
+    results = {"class_sequence": groups, "dataset": dataset.name,
+               "teacher_checkpoint": config.teacher.checkpoint or None,
+               "methods": {name: _summarise(chains[workdir, name])
+                           for name in method_names[workdir]}}
+    class_step.write_json(os.path.join(workdir, "results.json"), results)
+    print(format_table(results), flush=True)
+    all_results[workdir] = results
+  return all_results
 
 
-class _Experiment:
-  """Data, class sequence and devices shared by every step of a run."""
-
-  def __init__(self, config, source, groups, order, devices):
-    self.config, self.source, self.groups, self.devices = (
-        config, source, groups, devices)
-    self.dataset = source.info
-    self.order = order
-    self.mapping = classes.label_map(order, self.dataset.num_classes)
-    self.rng = jax.random.PRNGKey(config.seed)
-
-  def step(self, method, t, step_dir, previous):
-    """Trains (or reloads, when finished) the model after step ``t``.
-
-    ``previous`` is the model after step t-1 (teacher and initialisation);
-    ``None`` trains from scratch on all groups up to t (the joint oracle, and
-    step 0).
-    """
-    classifier_dir = os.path.join(step_dir, "classifier")
-    result_path = os.path.join(step_dir, "result.json")
-    if os.path.exists(result_path):
-      with open(result_path) as f:
-        result = json.load(f)
-      variables, _ = checkpoint.load_classifier(
-          classifier_dir, self._abstract(result["adapter_dim"], t))
-      print(f"{method.name} step {t}: finished earlier, reusing {step_dir}")
-      return {**result, "variables": variables}
-
-    seen = self.groups[:t + 1]
-    num_seen = sum(len(g) for g in seen)
-    num_old = num_seen - len(self.groups[t])
-    train_groups = seen if previous is None else [self.groups[t]]
-    train_data = make_train_data(
-        self.source, [c for g in train_groups for c in g], self.mapping,
-        self.config.dataset, self.config.train.batch_size, self.devices)
-    method_index = (methods.METHODS.index(method.name)
-                    if method.name in methods.METHODS else len(methods.METHODS))
-    rng = jax.random.fold_in(jax.random.fold_in(self.rng, t), method_index)
-    adapter_dim = method.adapter_dim or (previous or {}).get("adapter_dim", 0)
-    student = build_model(self.config.model, num_seen, adapter_dim)
-    variables = student.init(rng, jnp.zeros((1, *self.dataset.input_shape)))
-    # Frozen backbone layers train as they test (BatchNorm running averages,
-    # no dropout), so the features the head learns on are the test ones.
-    student = build_model(
-        self.config.model, num_seen, adapter_dim,
-        partition.frozen_backbone_layers(variables["params"],
-                                         partition.preset_rules(
-                                             method.layers,
-                                             variables["params"],
-                                             method.last_k,
-                                             method.trainable_regex)))
-    teacher = teacher_variables = None
-    eps = 0.0
-    if previous is not None:
-      variables = expand_variables(previous["variables"], variables, num_old)
-      if method.distills:
-        eps = method.eps_for(num_old, len(self.groups[t]))
-        teacher = build_model(self.config.model, num_old,
-                              previous["adapter_dim"])
-        teacher_variables = previous["variables"]
-
-    start = time.perf_counter()
-    if os.path.exists(classifier_dir):
-      # Killed after saving the model, before writing its result: the saved
-      # classifier is complete (written atomically), so only evaluate it.
-      trained, _ = checkpoint.load_classifier(classifier_dir, variables)
-    else:
-      trained = fit.fit(
-          student=student, variables=variables, teacher=teacher,
-          teacher_variables=teacher_variables, method=method, eps=eps,
-          num_old=num_old, train_data=train_data, config=self.config,
-          devices=self.devices, rng=rng,
-          data_seed=[self.config.seed, t, method_index],
-          checkpoint_dir=os.path.join(step_dir, "checkpoints"),
-          name=f"{method.name} step {t}")
-      checkpoint.save_classifier(classifier_dir, trained, {
-          "model": self.config.model.to_dict(), "adapter_dim": adapter_dim,
-          "num_classes": num_seen, "class_order": self.order[:num_seen],
-          "input_shape": list(self.dataset.input_shape),
-          "input_mean": list(self.dataset.mean),
-          "input_std": list(self.dataset.std),
-          "dataset": self.dataset.name})
-    train_seconds = time.perf_counter() - start
-
-    result = {
-        "step": t, "method": method.name, "classes": self.groups[t],
-        "num_old": num_old, "num_new": len(self.groups[t]), "eps": eps,
-        "layers": method.layers, "adapter_dim": adapter_dim,
-        "num_train_examples": train_data.global_examples,
-        "data_placement": train_data.mode,
-        "train_seconds": round(train_seconds, 2),
-        **self.evaluate(student, trained, t),
-    }
-    _write_json(result_path, result)
-    shutil.rmtree(os.path.join(step_dir, "checkpoints"), ignore_errors=True)
-    print(f"{method.name} step {t}: acc_all {result['acc_all']:.4f} "
-          f"acc_old {_fmt(result['acc_old'])} acc_new {result['acc_new']:.4f}",
-          flush=True)
-    return {**result, "variables": trained}
-
-  def check_layers(self, method):
-    """Fails before any training if ``method``'s layer preset does not fit
-    the student of step 1."""
-    num_seen = sum(len(g) for g in self.groups[:2])
-    abstract = jax.eval_shape(
-        build_model(self.config.model, num_seen, method.adapter_dim).init,
-        jax.random.PRNGKey(0), jnp.zeros((1, *self.dataset.input_shape)))
-    partition.trainable_labels(abstract["params"], partition.preset_rules(
-        method.layers, abstract["params"], method.last_k,
-        method.trainable_regex))
-
-  def evaluate(self, model, variables, t):
-    """Test metrics after step ``t`` over all classes seen by then."""
-    seen = self.groups[:t + 1]
-    base = pipeline.filtered(self.source, "test", [c for g in seen for c in g],
-                             self.mapping)
-    correct, total = evaluate.class_counts(
-        ts.make_eval_step(model.apply),
-        jax_utils.replicate(variables, self.devices), base, len(self.order),
-        self.config.train.eval_batch_size, len(self.devices))
-    return evaluate.step_metrics(correct, total, [len(g) for g in seen])
-
-  def given_base(self, variables, adapter_dim):
-    """The loaded C_A as step 0, evaluated on its own classes."""
-    model = build_model(self.config.model, len(self.groups[0]), adapter_dim)
-    return {"step": 0, "method": "given", "classes": self.groups[0],
-            "num_old": 0, "num_new": len(self.groups[0]), "eps": 0.0,
-            "adapter_dim": adapter_dim, "variables": variables,
-            **self.evaluate(model, variables, 0)}
-
-  def _abstract(self, adapter_dim, t):
-    num_seen = sum(len(g) for g in self.groups[:t + 1])
-    model = build_model(self.config.model, num_seen, adapter_dim)
-    return jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, *self.dataset.input_shape)))
+def _shared_base(steps, workdirs):
+  """C_A, trained once (or found finished in one workdir) and copied into
+  every workdir's ``base/step_0``: the runs differ only after step 0."""
+  base_dirs = [os.path.join(w, "base", "step_0") for w in workdirs]
+  finished = [d for d in base_dirs
+              if os.path.exists(os.path.join(d, class_step.RESULT_FILE))]
+  source_dir = (finished or base_dirs)[0]
+  base = steps.run(0, [class_step.Job(methods.BASE, source_dir, None)])[0]
+  for base_dir in base_dirs:
+    if base_dir != source_dir:
+      class_step.copy_finished_step(source_dir, base_dir)
+  return base
 
 
 def _summarise(steps):
@@ -305,7 +218,7 @@ def _claim_workdir(config, workdir):
                        f"{changed[:6]}). Use a new --workdir, or the same "
                        f"config to resume.")
     return
-  _write_json(path, current)
+  class_step.write_json(path, current)
 
 
 def _diff_keys(a, b, prefix=""):
@@ -324,22 +237,5 @@ def _devices(requested):
   return devices[:requested] if requested else devices
 
 
-def _write_json(path, obj):
-  tmp = f"{path}.tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2, default=_json_default)
-  os.replace(tmp, path)
-
-
-def _json_default(value):
-  if isinstance(value, (np.integer, np.floating)):
-    return value.item()
-  raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
 def _as_list(value):
   return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _fmt(value):
-  return "-" if value is None else f"{value:.4f}"

@@ -5,6 +5,8 @@ parallelism.
 Runs on the 8 fake CPU devices that ``conftest.py`` asks XLA for.
 """
 
+import os
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -229,7 +231,10 @@ def test_step_compiles_once_per_shape(mlp):
   chex.clear_trace_counter()
 
 
-def test_fit_compiles_the_step_once(mlp_models, tmp_path, monkeypatch):
+@pytest.mark.parametrize("vmap", [False, True])
+def test_fit_compiles_the_step_once(mlp_models, tmp_path, monkeypatch, vmap):
+  # Two members (eps 0.5 and 0.2) share one compiled step, in turn or
+  # vmapped.
   traces = []
   pmap_train_step = ts.pmap_train_step
 
@@ -247,20 +252,27 @@ def test_fit_compiles_the_step_once(mlp_models, tmp_path, monkeypatch):
   config.train.epochs = 2
   config.train.checkpoint_every_epochs = 2
   data = make_batches(1, seed=9, size=2 * GLOBAL_BATCH)[0]
-  fit.fit(student=mlp_models.student, variables=mlp_models.variables,
-          teacher=mlp_models.teacher,
-          teacher_variables=mlp_models.teacher_variables,
-          method=methods.Method("eps_kd", 0.5, kd_temperature=2.0), eps=0.5,
-          num_old=NUM_OLD, train_data=train_data.HostTrainData(
-              tf.data.Dataset.from_tensor_slices(data), 2 * GLOBAL_BATCH,
-              allowed=range(NUM_OLD, NUM_CLASSES), augment=False,
-              batch_size=GLOBAL_BATCH, devices=jax.local_devices(),
-              shuffle_buffer=64),
-          config=config,
-          devices=jax.local_devices(), rng=jax.random.PRNGKey(0),
-          data_seed=[0], checkpoint_dir=str(tmp_path / "checkpoints"),
-          name="fit")
+  members = [fit.Member(
+      variables=mlp_models.variables, eps=eps, kd_temperature=2.0,
+      teacher_variables=mlp_models.teacher_variables,
+      checkpoint_dir=str(tmp_path / f"checkpoints_{eps}"), name=f"fit {eps}")
+             for eps in (0.5, 0.2)]
+  trained = fit.fit(
+      student=mlp_models.student, teacher=mlp_models.teacher,
+      method=methods.Method("eps_kd", 0.5, kd_temperature=2.0),
+      members=members, num_old=NUM_OLD, train_data=train_data.HostTrainData(
+          tf.data.Dataset.from_tensor_slices(data), 2 * GLOBAL_BATCH,
+          allowed=range(NUM_OLD, NUM_CLASSES), augment=False,
+          batch_size=GLOBAL_BATCH, devices=jax.local_devices(),
+          shuffle_buffer=64),
+      config=config, devices=jax.local_devices(), rng=jax.random.PRNGKey(0),
+      data_seed=[0], vmap=vmap)
   assert traces == [(4, *IMAGE_SHAPE)]
+  # Two different runs came back, each with its own final checkpoint.
+  kernels = [t["params"]["head"]["kernel"] for t in trained]
+  assert np.abs(kernels[0] - kernels[1]).max() > 1e-4
+  for eps in (0.5, 0.2):
+    assert os.listdir(tmp_path / f"checkpoints_{eps}") == ["2"]
 
 
 def test_teacher_is_an_input_never_state(mlp, mlp_step_8):

@@ -1,0 +1,64 @@
+"""Config overrides of a run, and which of them a group of runs may differ in.
+
+Kept free of JAX so the launcher can group runs without starting it.
+
+Runs whose configs differ only in *member keys* (the ``eps_kd.*`` knobs and
+``methods``) share everything that comes before the eps-KD steps: data,
+class sequence, the base classifier C_A, start-up and compiled programs.
+``train.run_members`` trains such a group in one process.
+"""
+
+import copy
+
+def is_member_key(key):
+  return key == "methods" or key.startswith("eps_kd.")
+
+
+def apply(config, overrides):
+  """A copy of ``config`` with ``{"a.b": value}`` overrides set.
+
+  Values may come from JSON: lists become tuples, as config files write
+  them. Unknown keys and ill-typed values raise, naming the key.
+  """
+  config = copy.deepcopy(config)
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    try:
+      for parent in parents:
+        target = target[parent]
+      if leaf not in target:
+        raise KeyError(leaf)
+      target[leaf] = _as_tuples(value)
+    except (KeyError, AttributeError):
+      raise ValueError(f"Override {key}={value!r}: the config has no key "
+                       f"{key!r}.") from None
+    except TypeError as e:
+      raise ValueError(f"Override {key}={value!r} has the wrong type for "
+                       f"the config: {e}") from None
+  return config
+
+
+def flatten(tree, prefix=""):
+  """``{"a.b": leaf}`` of a nested dict (a config's ``to_dict()``)."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def non_member_differences(configs):
+  """Keys other than member keys on which ``configs`` disagree."""
+  flats = [flatten(c.to_dict()) for c in configs]
+  keys = set().union(*flats)
+  return sorted(k for k in keys if not is_member_key(k)
+                and len({repr(f.get(k)) for f in flats}) > 1)
+
+
+def _as_tuples(value):
+  if isinstance(value, list):
+    return tuple(_as_tuples(v) for v in value)
+  return value
