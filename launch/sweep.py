@@ -8,6 +8,16 @@ finished runs (``results.json`` present) and resumes interrupted ones from
 their checkpoints. A failing run does not stop the others; failures are
 listed at the end (and in ``DIR/failures.json``) with their errors.
 
+Runs that differ only in ``eps_kd.*`` and ``methods`` (the eps grid, the
+presets, the references of one class split and seed) form a *group*, run as
+one ``cil_jax.main --members`` process that trains C_A once and shares data
+and compiled steps (``--grouping``): on accelerators the eps-KD members of a
+preset are vmapped into one program (``vmap``); on CPU they train in turn
+(``serial``), which saves start-up, C_A and compiles but not the matmuls;
+``none`` runs every run as its own process. Groups are split to give every
+worker one. Should a group fail, its unfinished runs are retried one by
+one, resuming from the group's checkpoints, so one bad run fails alone.
+
 Backends: ``local`` runs a pool of worker processes sized to the machine
 (one per GPU, each seeing only its GPU; on CPU one per core, each
 single-threaded); ``ray`` submits one task per run to a Ray cluster
@@ -17,6 +27,7 @@ filesystem every node sees.
 """
 
 import concurrent.futures
+import glob
 import hashlib
 import importlib.util
 import json
@@ -29,6 +40,7 @@ from absl import app
 from absl import flags
 from tqdm import tqdm
 
+from cil_jax import overrides as overrides_lib
 from launch import grid
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file with get_sweep().")
@@ -41,6 +53,11 @@ _RAY_ADDRESS = flags.DEFINE_string("ray_address", None, "Ray cluster address "
                                    "(None starts or joins a local one).")
 _CPUS = flags.DEFINE_float("cpus_per_run", 1, "Ray: CPUs per run.")
 _GPUS = flags.DEFINE_float("gpus_per_run", 0, "Ray: GPUs per run.")
+_GROUPING = flags.DEFINE_enum(
+    "grouping", "auto", ["auto", "vmap", "serial", "none"],
+    "Runs differing only in eps_kd.* and methods share one process: vmap "
+    "(members in one program), serial (in turn), none (a process per run); "
+    "auto = vmap on GPU/TPU, serial on CPU.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs, run nothing.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,16 +95,104 @@ def run_one(cmd, workdir, env=None):
     os.makedirs(workdir, exist_ok=True)
     if os.path.exists(os.path.join(workdir, "results.json")):
       return None
-    with open(os.path.join(workdir, "log.txt"), "a") as log:
-      code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                             cwd=ROOT, env={**os.environ, **(env or {})})
-    if code == 0:
-      return None
-    with open(os.path.join(workdir, "log.txt")) as log:
-      tail = log.readlines()[-_TAIL_LINES:]
-    return f"exit code {code}:\n" + "".join(tail)
+    return _call(cmd, os.path.join(workdir, "log.txt"), env)
   except Exception as e:  # pylint: disable=broad-except
     return f"launcher error: {e!r}"
+
+
+def run_task(task, env=None):
+  """Runs a task (one run, or a group of runs); ``{run: error}`` of those
+  that failed. A failed group's unfinished runs are retried one by one."""
+  if task.group_cmd is None:
+    (name, (cmd, workdir)), = task.runs.items()
+    error = run_one(cmd, workdir, env)
+    return {name: error} if error else {}
+  try:
+    os.makedirs(os.path.dirname(task.group_log), exist_ok=True)
+    group_error = _call(task.group_cmd, task.group_log, env)
+  except Exception as e:  # pylint: disable=broad-except
+    group_error = f"launcher error: {e!r}"
+  if not group_error:
+    return {}
+  failures = {}
+  for name, (cmd, workdir) in task.runs.items():
+    error = run_one(cmd, workdir, env)
+    if error:
+      failures[name] = (f"{error}\n(its group failed first; see "
+                        f"{task.group_log})")
+  return failures
+
+
+def _call(cmd, log_path, env):
+  with open(log_path, "a") as log:
+    code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
+                           cwd=ROOT, env={**os.environ, **(env or {})})
+  if code == 0:
+    return None
+  with open(log_path) as log:
+    tail = log.readlines()[-_TAIL_LINES:]
+  return f"exit code {code}:\n" + "".join(tail)
+
+
+class Task:
+  """Runs executed by one worker: ``runs`` is ``{name: (cmd, workdir)}``;
+  a group has one ``group_cmd`` for all of them, logging to ``group_log``."""
+
+  def __init__(self, runs, group_cmd=None, group_log=None):
+    self.runs, self.group_cmd, self.group_log = runs, group_cmd, group_log
+
+
+def group_runs(runs, num_slots):
+  """Lists of run names whose overrides differ only in member keys, the
+  largest halved until each of ``num_slots`` workers can have one."""
+  groups = {}
+  for name, overrides in runs.items():
+    key = json.dumps({k: v for k, v in overrides.items()
+                      if not overrides_lib.is_member_key(k)},
+                     sort_keys=True, default=list)
+    groups.setdefault(key, []).append(name)
+  out = list(groups.values())
+  while len(out) < num_slots:
+    largest = max(out, key=len)
+    if len(largest) < 2:
+      break
+    out.remove(largest)
+    out += [largest[:len(largest) // 2], largest[len(largest) // 2:]]
+  return out
+
+
+def make_tasks(config_path, sweep_dir, runs, grouping, num_slots):
+  """The tasks of ``runs`` (``{name: overrides}``); a group's member file is
+  written to ``sweep_dir/groups/``."""
+  def single(name):
+    workdir = os.path.join(sweep_dir, name)
+    return command(config_path, workdir, runs[name]), workdir
+
+  if grouping == "none":
+    return [Task({name: single(name)}) for name in runs]
+  tasks = []
+  for names in group_runs(runs, num_slots):
+    if len(names) == 1:
+      tasks.append(Task({names[0]: single(names[0])}))
+      continue
+    common = {k: v for k, v in runs[names[0]].items()
+              if not overrides_lib.is_member_key(k)}
+    members = {os.path.join(sweep_dir, name): {
+        k: v for k, v in runs[name].items() if overrides_lib.is_member_key(k)}
+               for name in names}
+    group_name = hashlib.sha256(json.dumps(
+        sorted(names)).encode()).hexdigest()[:12]
+    member_file = os.path.join(sweep_dir, "groups", f"{group_name}.json")
+    os.makedirs(os.path.dirname(member_file), exist_ok=True)
+    _write_json(member_file, members)
+    group_cmd = [sys.executable, "-m", "cil_jax.main", "--config",
+                 os.path.abspath(config_path), "--members", member_file,
+                 f"--member_mode={grouping}"] + [
+                     f"--config.{key}={_flag_value(value)}"
+                     for key, value in sorted(common.items())]
+    tasks.append(Task({name: single(name) for name in names}, group_cmd,
+                      os.path.join(sweep_dir, "groups", f"{group_name}.log")))
+  return tasks
 
 
 def prepare_data(config_path, runs):
@@ -106,13 +211,16 @@ def prepare_data(config_path, runs):
 
 
 def worker_envs(requested):
-  """Per-worker environments: one GPU each, or single-threaded CPU."""
+  """Per-worker environments: one GPU each, the TPU host's one process, or
+  single-threaded CPU."""
   gpus = _count_gpus()
   if gpus:
     n = requested or gpus
     # Workers sharing a GPU must not each preallocate most of its memory.
     return [{"CUDA_VISIBLE_DEVICES": str(i % gpus),
              "XLA_PYTHON_CLIENT_PREALLOCATE": "false"} for i in range(n)]
+  if _has_tpu():
+    return [{}]  # a TPU host's chips belong to one process at a time
   n = requested or os.cpu_count() or 1
   single = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
             "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
@@ -120,52 +228,54 @@ def worker_envs(requested):
   return [single] * n
 
 
-def run_local(jobs, num_workers):
-  envs = worker_envs(num_workers)
+def resolve_grouping(grouping):
+  if grouping != "auto":
+    return grouping
+  return "vmap" if _count_gpus() or _has_tpu() else "serial"
+
+
+def run_local(tasks, envs):
   free = list(range(len(envs)))
   failures = {}
   with concurrent.futures.ThreadPoolExecutor(len(envs)) as pool:
     pending = {}
-    queue = list(jobs.items())
-    with tqdm(total=len(jobs), desc="runs", unit="run") as bar:
+    queue = list(tasks)
+    with tqdm(total=sum(len(t.runs) for t in tasks), desc="runs",
+              unit="run") as bar:
       while queue or pending:
         while queue and free:
-          name, (cmd, workdir) = queue.pop(0)
+          task = queue.pop(0)
           slot = free.pop()
-          pending[pool.submit(run_one, cmd, workdir, envs[slot])] = (name,
-                                                                     slot)
+          pending[pool.submit(run_task, task, envs[slot])] = (task, slot)
         done, _ = concurrent.futures.wait(
             pending, return_when=concurrent.futures.FIRST_COMPLETED)
         for future in done:
-          name, slot = pending.pop(future)
+          task, slot = pending.pop(future)
           free.append(slot)
-          error = future.result()
-          if error:
-            failures[name] = error
+          failures.update(future.result())
           bar.set_postfix(failed=len(failures))
-          bar.update()
+          bar.update(len(task.runs))
   return failures
 
 
-def run_ray(jobs, address, cpus, gpus):
+def run_ray(tasks, address, cpus, gpus):
   import ray  # pylint: disable=import-outside-toplevel
   ray.init(address=address, ignore_reinit_error=True)
-  remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_one)
-  refs = {remote.remote(cmd, workdir): name
-          for name, (cmd, workdir) in jobs.items()}
+  remote = ray.remote(num_cpus=cpus, num_gpus=gpus)(run_task)
+  refs = {remote.remote(task): task for task in tasks}
   failures = {}
-  with tqdm(total=len(refs), desc="runs", unit="run") as bar:
+  with tqdm(total=sum(len(t.runs) for t in tasks), desc="runs",
+            unit="run") as bar:
     remaining = list(refs)
     while remaining:
       done, remaining = ray.wait(remaining, num_returns=1)
+      task = refs[done[0]]
       try:
-        error = ray.get(done[0])
+        failures.update(ray.get(done[0]))
       except ray.exceptions.RayError as e:  # the task itself died
-        error = f"Ray task failed: {e}"
-      if error:
-        failures[refs[done[0]]] = error
+        failures.update({name: f"Ray task failed: {e}" for name in task.runs})
       bar.set_postfix(failed=len(failures))
-      bar.update()
+      bar.update(len(task.runs))
   return failures
 
 
@@ -176,31 +286,34 @@ def main(argv):
   sweep_dir = os.path.abspath(_WORKDIR.value)
   os.makedirs(sweep_dir, exist_ok=True)
   _record_sweep(sweep_dir, _CONFIG.value, runs, base_config)
-  jobs = {name: (command(_CONFIG.value, os.path.join(sweep_dir, name),
-                         overrides), os.path.join(sweep_dir, name))
-          for name, overrides in runs.items()}
-  finished = [n for n in jobs if os.path.exists(
+  finished = [n for n in runs if os.path.exists(
       os.path.join(sweep_dir, n, "results.json"))]
-  print(f"{len(jobs)} runs in {sweep_dir}: {len(finished)} finished, "
-        f"{len(jobs) - len(finished)} to run", flush=True)
+  print(f"{len(runs)} runs in {sweep_dir}: {len(finished)} finished, "
+        f"{len(runs) - len(finished)} to run", flush=True)
+  todo = {n: o for n, o in runs.items() if n not in finished}
+  envs = (worker_envs(_WORKERS.value) if _BACKEND.value == "local"
+          else [{}])
+  grouping = resolve_grouping(_GROUPING.value)
+  tasks = make_tasks(_CONFIG.value, sweep_dir, todo, grouping, len(envs))
   if _DRY_RUN.value:
-    for name, (cmd, _) in jobs.items():
-      print(name, " ".join(cmd[2:]))
+    for task in tasks:
+      print(" ".join((task.group_cmd or next(iter(task.runs.values()))[0])[2:]))
     return
-  todo = {n: j for n, j in jobs.items() if n not in finished}
   if todo:
-    prepare_data(_CONFIG.value, {n: runs[n] for n in todo})
+    prepare_data(_CONFIG.value, todo)
+    print(f"{len(tasks)} task(s): {sum(t.group_cmd is not None for t in tasks)}"
+          f" group(s) ({grouping}), {len(envs)} worker(s)", flush=True)
   if _BACKEND.value == "ray":
-    failures = run_ray(todo, _RAY_ADDRESS.value, _CPUS.value, _GPUS.value)
+    failures = run_ray(tasks, _RAY_ADDRESS.value, _CPUS.value, _GPUS.value)
   else:
-    failures = run_local(todo, _WORKERS.value)
+    failures = run_local(tasks, envs)
   _write_json(os.path.join(sweep_dir, "failures.json"), failures)
   if failures:
     print(f"\n{len(failures)} of {len(todo)} runs failed:")
     for name, error in failures.items():
       print(f"--- {name}: {error}")
     raise SystemExit(1)
-  print(f"all {len(jobs)} runs finished; python -m launch.aggregate "
+  print(f"all {len(runs)} runs finished; python -m launch.aggregate "
         f"--workdir {sweep_dir}")
 
 
@@ -244,6 +357,10 @@ def _count_gpus():
   except (OSError, subprocess.TimeoutExpired):
     return 0
   return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+def _has_tpu():
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 def _write_json(path, obj):

@@ -36,6 +36,20 @@ SWEEP_CONFIG = textwrap.dedent("""
 """)
 
 
+GROUP_SWEEP_CONFIG = SWEEP_CONFIG[:SWEEP_CONFIG.index("def get_sweep")] + (
+    textwrap.dedent("""
+    def get_sweep():
+      # Seed 1: a group of three runs. Seed 0: a group whose eps=2.0 is
+      # invalid, so it fails and its runs are retried one by one.
+      return grid.concat(
+          grid.product(grid.axis("seed", [1]), grid.concat(
+              grid.axis("eps_kd.eps", ["0.2", "0.5"]),
+              grid.axis("methods", ["finetune"]))),
+          grid.product(grid.axis("seed", [0]),
+                       grid.axis("eps_kd.eps", ["0.2", "2.0"])))
+    """))
+
+
 def test_grid_product_zip_concat_and_names():
   g = grid.product(grid.axis("seed", [0, 1]),
                    grid.zip_(grid.axis("eps_kd.eps", ["0.1", "0.5"]),
@@ -107,6 +121,37 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
     sweep_config.write_text(SWEEP_CONFIG)
   assert refused.returncode != 0
   assert "get_config() changed since the runs" in refused.stderr
+
+
+def test_grouped_sweep_trains_each_base_once_and_isolates_failures(tmp_path):
+  config_path = tmp_path / "group_sweep.py"
+  config_path.write_text(GROUP_SWEEP_CONFIG)
+  workdir = tmp_path / "sweep"
+  result = _sweep(config_path, workdir, "--workers=1", "--grouping=serial")
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "2 task(s): 2 group(s) (serial), 1 worker(s)" in result.stdout
+  with open(workdir / "failures.json") as f:
+    failures = json.load(f)
+  assert list(failures) == ["eps=2.0_seed=0"]
+  assert "its group failed first" in failures["eps=2.0_seed=0"]
+  logs = {}
+  for name in os.listdir(workdir / "groups"):
+    if name.endswith(".log"):
+      logs[name] = (workdir / "groups" / name).read_text()
+  good = [log for log in logs.values() if "3 run(s)" in log]
+  assert len(good) == 1 and good[0].count("base step 0 epoch   1/2") == 1
+  seed1 = ["eps=0.2_seed=1", "eps=0.5_seed=1", "methods=finetune_seed=1"]
+  for name in seed1:
+    assert os.path.exists(workdir / name / "results.json")
+    assert not os.path.exists(workdir / name / "log.txt")  # not run alone
+  # The failed group's valid run was finished on its own.
+  assert os.path.exists(workdir / "eps=0.2_seed=0" / "results.json")
+  with open(workdir / "eps=0.2_seed=1" / "results.json") as f:
+    eps_02 = json.load(f)["methods"]["eps_kd"]
+  with open(workdir / "eps=0.5_seed=1" / "results.json") as f:
+    eps_05 = json.load(f)["methods"]["eps_kd"]
+  assert eps_02["steps"][0] == eps_05["steps"][0]  # one C_A
+  assert eps_02["steps"][1]["eps"] == 0.2 and eps_05["steps"][1]["eps"] == 0.5
 
 
 def test_ray_backend_on_a_local_instance(sweep_config, tmp_path):
