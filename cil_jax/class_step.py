@@ -34,6 +34,7 @@ from cil_jax import evaluate
 from cil_jax import fit
 from cil_jax import methods
 from cil_jax import partition
+from cil_jax import timer
 from cil_jax import train_step as ts
 from cil_jax.data import classes
 from cil_jax.data import pipeline
@@ -103,7 +104,7 @@ class Steps:
   def _structure(self, job):
     """What jobs trained in one ``fit`` call must share."""
     return (dataclasses.replace(job.method, eps=0.0, kd_temperature=0.0),
-            job.previous is None, self._adapter_dim(job))
+            job.method.distills, job.previous is None, self._adapter_dim(job))
 
   def _adapter_dim(self, job):
     return job.method.adapter_dim or (job.previous or {}).get(
@@ -231,12 +232,14 @@ class Steps:
     if key not in self._eval_steps:  # one compile per model shape
       self._eval_steps[key] = ts.make_eval_step(
           build_model(self.config.model, num_seen, adapter_dim).apply)
+    start = time.perf_counter()
     base = pipeline.filtered(self.source, "test", [c for g in seen for c in g],
                              self.mapping)
     correct, total = evaluate.class_counts(
         self._eval_steps[key], jax_utils.replicate(variables, self.devices),
         base, len(self.order), self.config.train.eval_batch_size,
         len(self.devices))
+    timer.add("eval", time.perf_counter() - start)
     return evaluate.step_metrics(correct, total, [len(g) for g in seen])
 
   def given_base(self, variables, adapter_dim):

@@ -22,6 +22,7 @@ from cil_jax import checkpoint
 from cil_jax import members as members_lib
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import timer
 from cil_jax import train_step as ts
 
 
@@ -125,11 +126,17 @@ class _EpochLoop:
       for batch in self.train_data.epoch(self.data_seed, epoch):
         state, metrics = step_fn(state, teacher, batch, rng)
         epoch_metrics.append(metrics)
+        if len(epoch_metrics) == 1 and epoch == start_epoch + 1:
+          # The loop's first step holds the compile (when not cached).
+          jax.block_until_ready(metrics)
+          timer.add("first_steps", time.perf_counter() - start)
+          start = time.perf_counter()
       # Per member: [H] means of each metric (H = 1 unstacked).
       host_metrics = jax.device_get(epoch_metrics)
       means = {k: np.mean([np.atleast_1d(m[k][0]) for m in host_metrics],
                           axis=0) for k in host_metrics[0]}
       seconds = time.perf_counter() - start
+      timer.add("train_steps", seconds)
       for i, member in enumerate(members):
         if not math.isfinite(means["loss"][i]):
           raise NonFiniteLossError(

@@ -9,7 +9,11 @@ process with ``--members FILE`` instead of ``--workdir``: FILE is JSON
 with its overrides (``launch.sweep`` writes these files).
 """
 
+# Imported first: its clock starts before JAX and TensorFlow load.
+from cil_jax import timer  # pylint: disable=g-bad-import-order
+
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -44,11 +48,17 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if _WORKDIR.value is not None:
     train.run(_CONFIG.value, _WORKDIR.value)
-    return
-  with open(_MEMBERS.value) as f:
-    members = json.load(f)
-  vmap = {"auto": None, "vmap": True, "serial": False}[_MEMBER_MODE.value]
-  train.run_members(_CONFIG.value, members, vmap=vmap)
+    timing_path = os.path.join(_WORKDIR.value, "timing.json")
+  else:
+    with open(_MEMBERS.value) as f:
+      members = json.load(f)
+    vmap = {"auto": None, "vmap": True, "serial": False}[_MEMBER_MODE.value]
+    train.run_members(_CONFIG.value, members, vmap=vmap)
+    timing_path = os.path.splitext(_MEMBERS.value)[0] + ".timing.json"
+  report = timer.budget()
+  print(timer.describe(report), flush=True)
+  with open(timing_path, "w") as f:
+    json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,9 @@ _GROUPING = flags.DEFINE_enum(
     "Runs differing only in eps_kd.* and methods share one process: vmap "
     "(members in one program), serial (in turn), none (a process per run); "
     "auto = vmap on GPU/TPU, serial on CPU.")
+_FILTER = flags.DEFINE_string(
+    "filter", None, "Run only the runs whose names match this regex "
+    "(re.search); the others are left as they are.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs, run nothing.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -283,6 +287,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runs, base_config = load_sweep(_CONFIG.value)
+  if _FILTER.value:
+    runs = {n: o for n, o in runs.items() if re.search(_FILTER.value, n)}
+    if not runs:
+      raise app.UsageError(f"--filter={_FILTER.value!r} matches no run; "
+                           f"--dry_run lists their names.")
   sweep_dir = os.path.abspath(_WORKDIR.value)
   os.makedirs(sweep_dir, exist_ok=True)
   _record_sweep(sweep_dir, _CONFIG.value, runs, base_config)

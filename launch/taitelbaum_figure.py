@@ -5,7 +5,8 @@
 (a) final accuracy on all classes against the share of original classes
 k/10, per layer preset at its best eps, with finetune and joint; (b) that
 best eps against the share. Writes ``accuracy.png``, ``best_eps.png`` and
-``table.md`` (every cell mean ± std over seeds) into ``--out``.
+``table.md`` (a least-squares line of best eps against the share per
+preset, then every cell mean ± std over seeds) into ``--out``.
 """
 
 import collections
@@ -53,6 +54,22 @@ def best_eps(table):
   return best
 
 
+def linear_fits(best, presets, ks):
+  """``{preset: (slope, intercept, r2)}`` of best eps against k/10."""
+  fits = {}
+  for preset in presets:
+    share = np.array([k / 10 for k in ks if (preset, k) in best])
+    eps = np.array([best[(preset, k)][0] for k in ks if (preset, k) in best])
+    if len(share) < 3:
+      continue
+    slope, intercept = np.polyfit(share, eps, 1)
+    residual = eps - (slope * share + intercept)
+    total = np.sum((eps - eps.mean())**2)
+    fits[preset] = (float(slope), float(intercept),
+                    float(1 - np.sum(residual**2) / total) if total else 1.0)
+  return fits
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -92,8 +109,20 @@ def main(argv):
   fig.tight_layout()
   fig.savefig(os.path.join(_OUT.value, "best_eps.png"), dpi=120)
 
+  fits = linear_fits(best, presets, ks)
+  lines = ["Best eps against the share of original classes s = k/10, "
+           "least squares over k:", "",
+           "| preset | slope | intercept | R² | mean best eps |",
+           "|---|---:|---:|---:|---:|"]
+  for preset, (slope, intercept, r2) in fits.items():
+    mean_best = np.mean([best[(preset, k)][0] for k in ks
+                         if (preset, k) in best])
+    lines.append(f"| {preset} | {slope:.2f} | {intercept:.2f} | {r2:.2f} | "
+                 f"{mean_best:.2f} |")
+  lines += ["", "Final accuracy on all classes (%), mean ± std over seeds:",
+            ""]
   eps_values = sorted({e for (_, _, e) in by_cell if e is not None})
-  lines = ["| curve | k | " + " | ".join(f"eps={e}" for e in eps_values)
+  lines += ["| curve | k | " + " | ".join(f"eps={e}" for e in eps_values)
            + " | best eps |", "|---|---:|" + "---:|" * (len(eps_values) + 1)]
   for curve in presets:
     for k in ks:

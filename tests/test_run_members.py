@@ -1,9 +1,9 @@
 """A group of runs in one process (``train.run_members``) ends with every
 workdir as its run alone leaves it: same numbers, C_A trained once.
 
-Real digits on one device; four members differing in eps, layer preset and
-methods: two eps-KD members of preset ``all`` (vmapped together), one of
-``head``, and one finetune-only run.
+Real digits on one device; five members differing in eps, layer preset and
+methods: two distilling eps-KD members of preset ``all`` (vmapped together),
+one with eps 0 (no teacher), one of ``head``, and one finetune-only run.
 """
 
 import json
@@ -19,6 +19,7 @@ from cil_jax import train
 from tests.helpers import small_config
 
 MEMBERS = {
+    "eps=0": {"eps_kd.eps": "0.0"},  # no teacher: not in the vmapped batch
     "eps=0.2": {"eps_kd.eps": "0.2"},
     "eps=0.8": {"eps_kd.eps": "0.8", "eps_kd.kd_temperature": 4.0},
     "head": {"eps_kd.eps": "0.5", "eps_kd.layers": "head"},
@@ -96,8 +97,8 @@ def test_group_matches_runs_alone_and_trains_the_base_once(
                    single["methods"][method][key]) <= 1 / 450
   # The members are different runs.
   finals = [results[str(tmp_path / n)]["methods"]["eps_kd"]["final_acc_old"]
-            for n in ("eps=0.2", "eps=0.8", "head")]
-  assert len(set(finals)) == 3
+            for n in ("eps=0", "eps=0.2", "eps=0.8", "head")]
+  assert len(set(finals)) == 4
   if mode == "vmap":
     assert "2 members (eps_kd step 1 [eps=0.2], ...)" in log
 
@@ -106,7 +107,7 @@ def test_finished_group_is_reused_and_each_member_resumes_alone(
     tmp_path, capsys):
   first, _ = _group(tmp_path, "serial", capsys)
   again, log = _group(tmp_path, "serial", capsys)
-  assert " epoch " not in log and log.count("finished earlier") == 5
+  assert " epoch " not in log and log.count("finished earlier") == 6
   assert again == first
   # A member's workdir is an ordinary run's: run alone, it reuses it all.
   config = _config()
