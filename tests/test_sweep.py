@@ -9,8 +9,9 @@ import textwrap
 
 import pytest
 
-from launch import table
 from launch import grid
+from launch import sweep
+from launch import table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,6 +122,19 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
     sweep_config.write_text(SWEEP_CONFIG)
   assert refused.returncode != 0
   assert "get_config() changed since the runs" in refused.stderr
+
+
+def test_runs_group_by_everything_but_member_keys_and_split_for_workers():
+  runs = {f"eps{i}": {"seed": 0, "eps_kd.eps": str(i / 10)} for i in range(5)}
+  runs["finetune"] = {"seed": 0, "methods": "finetune"}
+  runs["seed1"] = {"seed": 1, "eps_kd.eps": "0.1"}
+  runs["groups"] = {"seed": 0, "classes.groups": ((0,), (1,))}
+  assert sweep.group_runs(runs, 1) == [
+      ["eps0", "eps1", "eps2", "eps3", "eps4", "finetune"], ["seed1"],
+      ["groups"]]
+  split = sweep.group_runs(runs, 5)
+  assert sorted(map(len, split)) == [1, 1, 1, 2, 3]
+  assert sorted(sum(split, [])) == sorted(runs)
 
 
 def test_grouped_sweep_trains_each_base_once_and_isolates_failures(tmp_path):
