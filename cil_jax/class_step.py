@@ -67,6 +67,7 @@ class Steps:
     self.rng = jax.random.PRNGKey(config.seed)
     self._train_data = (None, None)  # (class ids, data) of the last batch
     self._eval_steps = {}
+    self._test_data = {}
 
   def run(self, t, jobs):
     """The result dicts (with ``variables``) of ``jobs``, in order."""
@@ -207,9 +208,11 @@ class Steps:
     """The training data of ``class_ids``, kept while batches reuse it."""
     key, data = self._train_data
     if key != class_ids:
+      start = time.perf_counter()
       data = make_train_data(self.source, class_ids, self.mapping,
                              self.config.dataset, self.config.train.batch_size,
                              self.devices)
+      timer.add("train_data", time.perf_counter() - start)
       self._train_data = (class_ids, data)
     return data
 
@@ -233,12 +236,14 @@ class Steps:
       self._eval_steps[key] = ts.make_eval_step(
           build_model(self.config.model, num_seen, adapter_dim).apply)
     start = time.perf_counter()
-    base = pipeline.filtered(self.source, "test", [c for g in seen for c in g],
-                             self.mapping)
+    test_classes = tuple(c for g in seen for c in g)
+    if test_classes not in self._test_data:  # decoded once, cached in memory
+      self._test_data[test_classes] = pipeline.filtered(
+          self.source, "test", test_classes, self.mapping)
     correct, total = evaluate.class_counts(
         self._eval_steps[key], jax_utils.replicate(variables, self.devices),
-        base, len(self.order), self.config.train.eval_batch_size,
-        len(self.devices))
+        self._test_data[test_classes], len(self.order),
+        self.config.train.eval_batch_size, len(self.devices))
     timer.add("eval", time.perf_counter() - start)
     return evaluate.step_metrics(correct, total, [len(g) for g in seen])
 

@@ -61,10 +61,12 @@ def test_order_seed_permutes_ids_and_keeps_group_sizes():
 
 
 class _ArraySource:
-  """A Source over in-memory arrays, for pipeline tests."""
+  """A Source over in-memory arrays, for pipeline tests; with
+  ``in_memory=False`` it streams, as a split too large to hold does."""
 
-  def __init__(self, images, labels):
+  def __init__(self, images, labels, in_memory=True):
     self._data = {"image": images, "label": labels}
+    self._in_memory = in_memory
     self.info = source.DatasetInfo(
         name="arrays", num_classes=10, input_shape=images.shape[1:],
         mean=(1.0,), std=(2.0,),
@@ -75,13 +77,21 @@ class _ArraySource:
     del which
     return tf.data.Dataset.from_tensor_slices(self._data)
 
+  def arrays(self, which):
+    del which
+    if not self._in_memory:
+      return None
+    return self._data["image"], self._data["label"]
 
-def test_filtered_remaps_labels_and_normalises():
-  images = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_filtered_remaps_labels_and_normalises(in_memory):
+  # uint8 pixels, as TFDS gives them, through numpy or tf.data.
+  images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1)
   labels = np.array([2, 7, 9, 5, 2, 0], np.int32)
   order = [7, 2, 5]
-  base = pipeline.filtered(_ArraySource(images, labels), "train", [2, 5],
-                           classes.label_map(order, 10))
+  base = pipeline.filtered(_ArraySource(images, labels, in_memory), "train",
+                           [2, 5], classes.label_map(order, 10))
   got = list(base.as_numpy_iterator())
   np.testing.assert_array_equal([g["label"] for g in got], [1, 2, 1])
   # (pixel - mean 1) / std 2 for pixels 0, 3, 4.

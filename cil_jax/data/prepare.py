@@ -1,4 +1,5 @@
-"""Builds a config's dataset and its cached statistics, nothing else.
+"""Builds a config's dataset, its cached statistics and (for splits that
+fit in memory) its decoded arrays, nothing else.
 
   python -m cil_jax.data.prepare --config configs/x.py [--config.key=value]
 
@@ -16,7 +17,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
 
 def main(argv):
   del argv
-  info = source.Source(_CONFIG.value.dataset).info
+  data = source.Source(_CONFIG.value.dataset)
+  info = data.info
+  for which in ("train", "test"):
+    data.arrays(which)
   print(f"{info.name}: {info.num_classes} classes, input {info.input_shape}, "
         f"{int(info.class_counts['train'].sum())} train and "
         f"{int(info.class_counts['test'].sum())} test examples", flush=True)

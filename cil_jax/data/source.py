@@ -22,6 +22,8 @@ from cil_jax.data import fashion_mnist
 EMBEDDED = ("digits",)
 AUGMENTED = ("cifar10", "cifar100")  # random crop (4 px padding) + flip
 _STATS_EXAMPLES = 10_000  # images used for the mean/std estimate
+# Splits up to this size (decoded, uint8) are held in memory as arrays.
+_ARRAYS_MAX_BYTES = 2 * 2**30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Source:
 
   def __init__(self, dataset_config):
     self.config = dataset_config
+    self._decoded = {}
     if dataset_config.name == "digits":
       self._arrays = digits.load()
       self._builder = None
@@ -64,6 +67,51 @@ class Source:
         as_supervised=True, shuffle_files=False)
     return ds.map(lambda image, label: {"image": image,
                                         "label": tf.cast(label, tf.int32)})
+
+  def arrays(self, which):
+    """This process's shard of split ``which`` as numpy ``(images,
+    labels)``, decoded once and kept (every step and evaluation of a run, or
+    of a group of runs, filters the same split again); ``None`` for a split
+    too large to hold in memory, which is streamed by ``split``."""
+    if which in self._decoded:
+      return self._decoded[which]
+    if self._arrays is not None:
+      images, labels = self._arrays[which]
+      # As ``Dataset.shard``: every process_count-th example.
+      arrays = (images[jax.process_index()::jax.process_count()],
+                labels[jax.process_index()::jax.process_count()])
+    else:
+      split_name = {"train": self.config.train_split,
+                    "test": self.config.test_split}[which]
+      if (int(self.info.class_counts[which].sum()) *
+          np.prod(self.info.input_shape) > _ARRAYS_MAX_BYTES):
+        return None
+      arrays = self._decoded_cache(split_name)
+    self._decoded[which] = arrays
+    return arrays
+
+  def _decoded_cache(self, split_name):
+    """This process's shard decoded, cached beside the prepared data as
+    ``.npz`` (TFDS stores images encoded; decoding costs seconds a run)."""
+    cache = os.path.join(
+        self._builder.data_dir,
+        f"cil_jax_arrays_{split_name}_{jax.process_index()}of"
+        f"{jax.process_count()}.npz")
+    if os.path.isfile(cache):
+      with np.load(cache) as f:
+        return f["images"], f["labels"]
+    batches = list(self._builder.as_dataset(
+        split=tfds.split_for_jax_process(split_name), as_supervised=True,
+        shuffle_files=False).batch(8192).as_numpy_iterator())
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches]).astype(np.int32)
+    try:
+      tmp = f"{cache}.{os.getpid()}.tmp.npz"  # parallel runs may race here
+      np.savez(tmp, images=images, labels=labels)
+      os.replace(tmp, cache)
+    except OSError:
+      pass  # read-only data dir: decode again next time
+    return images, labels
 
   def _make_info(self):
     if self._arrays is not None:
