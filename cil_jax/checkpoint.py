@@ -1,7 +1,8 @@
 """Orbax checkpoints: resumable training state, and saved classifiers.
 
-Training state: one ``CheckpointManager`` per (method, class step), saving the
-student's ``TrainState`` at epoch boundaries; ``latest`` resumes after a kill.
+Training state: one ``CheckpointManager`` per run and (method, class step),
+saving the student's ``TrainState`` at epoch boundaries; ``fit`` resumes a
+killed step from the newest epoch saved (by every member trained with it).
 
 Classifiers: a directory holding ``variables/`` (orbax, params and BatchNorm
 statistics) and ``metadata.json`` (model config, class order, input shape).

@@ -127,3 +127,35 @@ def test_members_must_share_everything_but_eps_kd_and_methods(tmp_path):
   with pytest.raises(ValueError, match="No members"):
     train.run_members(_config(), {})
   assert not os.listdir(tmp_path)  # nothing claimed
+
+
+def test_vmapped_members_with_their_own_teachers_match_runs_alone(tmp_path):
+  # Three steps: at step 2 each member distils its own step-1 model, so the
+  # teachers are stacked, one per member.
+  overrides = {"classes.groups": ((0, 1, 2, 3), (4, 5, 6), (7, 8, 9)),
+               "train.epochs": 2}
+  members = {str(tmp_path / "group" / f"eps={e}"): {"eps_kd.eps": e}
+             for e in ("0.3", "0.7")}
+  config = small_config(**{"methods": "eps_kd", "model.hidden_sizes": (32,),
+                           **overrides})
+  group = train.run_members(config, members, vmap=True)
+  for workdir, member in members.items():
+    alone_config = small_config(**{
+        "methods": "eps_kd", "model.hidden_sizes": (32,), **overrides,
+        "eps_kd.eps": member["eps_kd.eps"]})
+    alone_dir = str(tmp_path / "alone" / os.path.basename(workdir))
+    alone = train.run(alone_config, alone_dir)
+    for t in (1, 2):
+      got = ocp.StandardCheckpointer().restore(os.path.join(
+          workdir, "eps_kd", f"step_{t}", "classifier",
+          checkpoint.VARIABLES_DIR))
+      want = ocp.StandardCheckpointer().restore(os.path.join(
+          alone_dir, "eps_kd", f"step_{t}", "classifier",
+          checkpoint.VARIABLES_DIR))
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(
+          a, b, rtol=1e-4, atol=1e-5), got, want)
+    steps = group[workdir]["methods"]["eps_kd"]["steps"]
+    eps = float(member["eps_kd.eps"])
+    assert [s["eps"] for s in steps] == [0.0, eps, eps]
+    assert abs(steps[2]["acc_all"] - alone["methods"]["eps_kd"]["steps"][2][
+        "acc_all"]) <= 2 / 450
