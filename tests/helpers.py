@@ -1,5 +1,6 @@
 """Small configs for end-to-end tests."""
 
+from cil_jax import overrides as config_overrides
 from configs import default
 
 
@@ -9,13 +10,7 @@ def small_config(**overrides):
   config.train.epochs = 4
   config.train.checkpoint_every_epochs = 2
   config.train.num_devices = 1
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      target = target[parent]
-    target[leaf] = value
-  return config
+  return config_overrides.apply(config, overrides)
 
 
 def tiny_model_config(name, **overrides):

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from cil_jax import checkpoint
+from cil_jax import overrides
 from cil_jax import train
 from tests.helpers import small_config
 
@@ -43,15 +44,9 @@ def alone(tmp_path_factory):
   """Each member as its own run."""
   root = tmp_path_factory.mktemp("alone")
   out = {}
-  for name, overrides in MEMBERS.items():
-    config = _config()
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      target = config
-      for parent in parents:
-        target = target[parent]
-      target[leaf] = value
-    out[name] = train.run(config, str(root / name))
+  for name, member in MEMBERS.items():
+    out[name] = train.run(overrides.apply(_config(), member),
+                          str(root / name))
   return root, out
 
 
