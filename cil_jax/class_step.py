@@ -77,7 +77,7 @@ class Steps:
       if results[i] is None:
         unique.setdefault((job.method, id(job.previous)), []).append(i)
     batches = {}
-    for key, indices in unique.items():
+    for indices in unique.values():
       batches.setdefault(self._structure(jobs[indices[0]]), []).append(
           indices)
     for batch in batches.values():

@@ -165,9 +165,10 @@ def group_runs(runs, num_slots):
   return out
 
 
-def make_tasks(config_path, sweep_dir, runs, grouping, num_slots):
+def make_tasks(config_path, sweep_dir, runs, grouping, num_slots,
+               write=True):
   """The tasks of ``runs`` (``{name: overrides}``); a group's member file is
-  written to ``sweep_dir/groups/``."""
+  written to ``sweep_dir/groups/`` (unless ``write=False``: a dry run)."""
   def single(name):
     workdir = os.path.join(sweep_dir, name)
     return command(config_path, workdir, runs[name]), workdir
@@ -187,8 +188,9 @@ def make_tasks(config_path, sweep_dir, runs, grouping, num_slots):
     group_name = hashlib.sha256(json.dumps(
         sorted(names)).encode()).hexdigest()[:12]
     member_file = os.path.join(sweep_dir, "groups", f"{group_name}.json")
-    os.makedirs(os.path.dirname(member_file), exist_ok=True)
-    _write_json(member_file, members)
+    if write:
+      os.makedirs(os.path.dirname(member_file), exist_ok=True)
+      _write_json(member_file, members)
     group_cmd = [sys.executable, "-m", "cil_jax.main", "--config",
                  os.path.abspath(config_path), "--members", member_file,
                  f"--member_mode={grouping}"] + [
@@ -303,7 +305,8 @@ def main(argv):
   envs = (worker_envs(_WORKERS.value) if _BACKEND.value == "local"
           else [{}])
   grouping = resolve_grouping(_GROUPING.value)
-  tasks = make_tasks(_CONFIG.value, sweep_dir, todo, grouping, len(envs))
+  tasks = make_tasks(_CONFIG.value, sweep_dir, todo, grouping, len(envs),
+                     write=not _DRY_RUN.value)
   if _DRY_RUN.value:
     for task in tasks:
       print(" ".join((task.group_cmd or next(iter(task.runs.values()))[0])[2:]))
