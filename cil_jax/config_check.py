@@ -1,12 +1,17 @@
-"""One validation pass over the config, before any data or model is built.
-
-Every message names the offending key and how to fix it.
+"""Validation before anything is written: ``validate`` checks the config's
+values before any data or model is built; ``validate_steps`` checks the
+class steps against the data (batch sizes against split sizes) and the
+models (layer presets). Every message names the offending key and how to
+fix it.
 """
+
+import jax
 
 from cil_jax import losses
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import step_build
 from cil_jax.data import train_data
 from cil_jax.models import MODEL_NAMES
 
@@ -62,3 +67,38 @@ def validate(config, num_devices):
          f"config.train.{key}={size} must be a positive multiple of the "
          f"{num_devices} devices in use (set config.train.num_devices or "
          f"change the batch size).")
+
+
+def devices(requested):
+  """The local devices ``config.train.num_devices`` asks for."""
+  local = jax.local_devices()
+  if requested < 0 or requested > len(local):
+    raise ValueError(f"Invalid config: config.train.num_devices={requested} "
+                     f"but {len(local)} local devices exist; use 0 for all.")
+  return local[:requested] if requested else local
+
+
+def validate_steps(ctx, all_methods, given_adapter_dim=None):
+  """Every step that will train has a full batch, and every method's layer
+  preset fits the student of step 1. ``given_adapter_dim`` is the given
+  teacher's adapter size (``None``: C_A is trained here)."""
+  teacher_given = given_adapter_dim is not None
+  config = ctx.config
+  per_process = config.train.batch_size // jax.process_count()
+  steps = [] if teacher_given else [(0, "base", ctx.groups[0])]
+  for t in range(1, len(ctx.groups)):
+    for method in all_methods:
+      steps.append((t, method.name,
+                    ctx.train_classes(t, scratch=method.joint)))
+  for t, name, class_ids in steps:
+    examples = ctx.train_examples(class_ids)
+    if examples < per_process:
+      raise ValueError(
+          f"Invalid config: config.train.batch_size={config.train.batch_size}"
+          f" but step {t} of {name} trains on only {examples} examples "
+          f"(classes {class_ids}) per process, not one full batch; lower "
+          f"config.train.batch_size to at most {examples}.")
+  for method in all_methods:
+    dim = method.adapter_dim or given_adapter_dim or 0
+    step_build.preset_labels(
+        method, ctx.abstract(ctx.num_seen(1), dim)["params"])

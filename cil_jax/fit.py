@@ -7,6 +7,10 @@ teacher. They share the data, the optimizer and one compiled step. With
 program (``cil_jax.members``); otherwise one after another, reusing the
 compiled step. Each member checkpoints to its own directory in the format of
 a run alone, so a member can resume in a group or alone.
+
+Training that diverges (a non-finite epoch loss, or one that explodes past
+``EXPLODED_FACTOR`` times the first batch's) stops with ``DivergedError``
+before the epoch is checkpointed, so the last good checkpoint is kept.
 """
 
 import dataclasses
@@ -20,17 +24,20 @@ import numpy as np
 
 from cil_jax import checkpoint
 from cil_jax import members as members_lib
-from cil_jax import optim
-from cil_jax import partition
+from cil_jax import parallel
 from cil_jax import timer
 from cil_jax import train_step as ts
 
+# An epoch's mean loss above this multiple of the first batch's loss (or of
+# 1, whichever is larger) is divergence: a healthy run's loss falls.
+EXPLODED_FACTOR = 1e3
 
-class NonFiniteLossError(FloatingPointError):
-  pass
+
+class DivergedError(FloatingPointError):
+  """The training loss became non-finite or exploded."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Member:
   """One run of a step: where it starts and what it distils from."""
   variables: Any
@@ -41,54 +48,36 @@ class Member:
   name: str
 
 
-def fit(*, student, teacher, method, members, num_old, train_data, config,
-        devices, rng, data_seed, vmap=False):
+def fit(*, train_step, tx, members, train_data, config, devices, dropout_key,
+        data_seed, vmap=False):
   """Trains every member of ``members``; returns their host variables.
 
-  ``teacher`` is a flax module (or ``None``) run in inference mode on each
-  member's ``teacher_variables``; it is an input of every step, never
-  trained, never saved with the student. ``method`` gives the layer preset
-  and KD form (shared); ``train_data`` is a ``data.train_data`` object.
-  Resumes from the members' newest common checkpoint; the batches of an
-  epoch depend only on ``(data_seed, epoch)``, so a resumed run matches an
+  ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
+  ``tx``; each member's teacher is an input of every step, never trained,
+  never saved with the student. ``train_data`` is a ``data.train_data``
+  object. Resumes from the members' newest common checkpoint; the batches of
+  an epoch depend only on ``(data_seed, epoch)``, so a resumed run matches an
   uninterrupted one.
   """
-  batch_size = config.train.batch_size
-  steps_per_epoch = train_data.steps_per_epoch
-  if steps_per_epoch == 0:
-    raise ValueError(f"{members[0].name}: {train_data.global_examples} "
-                     f"training examples make no full batch of {batch_size}; "
-                     f"lower config.train.batch_size.")
-  epochs = config.train.epochs
-  rules = partition.preset_rules(method.layers, members[0].variables["params"],
-                                 method.last_k, method.trainable_regex)
-  labels = partition.trainable_labels(members[0].variables["params"], rules)
-  tx = partition.masked_optimizer(
-      optim.make_optimizer(config.optim, epochs * steps_per_epoch), labels,
-      num_old if method.layers == "new_rows" else None)
-  per_device_step = ts.make_train_step(
-      student.apply, teacher.apply if teacher is not None else None, tx,
-      method.kd_form, method.kd_t2_scaling, partition.rule_labeler(rules))
   host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature)
                  for m in members]
   loop = _EpochLoop(config, train_data, devices, data_seed)
-
   if vmap and len(members) > 1:
     shared = all(m.teacher_variables is members[0].teacher_variables
                  for m in members)
-    step_fn = train_data.make_step(members_lib.make_members_step(
-        per_device_step, shared_teacher=shared))
+    step_fn = ts.pmap_train_step(members_lib.make_members_step(
+        train_step, shared_teacher=shared), train_data.batch_fn)
     teachers = (members[0].teacher_variables if shared else
                 members_lib.stack_states([m.teacher_variables
                                           for m in members]))
     finals = loop.run(step_fn, members, host_states, teachers,
-                      jnp.stack([rng] * len(members)), stacked=True)
+                      jnp.stack([dropout_key] * len(members)), stacked=True)
   else:
-    step_fn = train_data.make_step(per_device_step)
+    step_fn = ts.pmap_train_step(train_step, train_data.batch_fn)
     finals = []
     for member, host_state in zip(members, host_states):
       finals += loop.run(step_fn, [member], [host_state],
-                         member.teacher_variables, rng, stacked=False)
+                         member.teacher_variables, dropout_key, stacked=False)
   return [_variables(final) for final in finals]
 
 
@@ -108,27 +97,21 @@ class _EpochLoop:
     if start_epoch:
       print(f"{_names(members)}: resumed from the epoch {start_epoch} "
             f"checkpoint", flush=True)
-    state = ts.replicate(members_lib.stack_states(host_states) if stacked
-                         else host_states[0], self.devices)
-    teacher = ts.replicate(teacher_variables or {}, self.devices)
-    steps_per_epoch = self.train_data.steps_per_epoch
-    batch_size = self.config.train.batch_size
-    print(f"{_names(members)}: {self.train_data.global_examples} training "
-          f"examples, {steps_per_epoch} steps/epoch of {batch_size} on "
-          f"{len(self.devices)} device(s), data on {self.train_data.mode}, "
-          + ", ".join(f"eps={float(s.hparams['eps']):.3f} "
-                      f"T={float(s.hparams['kd_temperature']):g}"
-                      for s in host_states), flush=True)
-
+    state = parallel.replicate(members_lib.stack_states(host_states)
+                               if stacked else host_states[0], self.devices)
+    teacher = parallel.replicate(teacher_variables or {}, self.devices)
+    resident = self.train_data.resident
+    self._log_start(members, host_states)
+    first_loss = None
     for epoch in range(start_epoch + 1, epochs + 1):
       start = time.perf_counter()
       epoch_metrics = []
-      for batch in self.train_data.epoch(self.data_seed, epoch):
-        state, metrics = step_fn(state, teacher, batch, rng)
+      for feed in self.train_data.epoch(self.data_seed, epoch):
+        state, metrics = step_fn(state, teacher, resident, feed, rng)
         epoch_metrics.append(metrics)
         if len(epoch_metrics) == 1 and epoch == start_epoch + 1:
           # The loop's first step holds the compile (when not cached).
-          jax.block_until_ready(metrics)
+          first_loss = np.atleast_1d(jax.device_get(metrics["loss"])[0])
           timer.add("first_steps", time.perf_counter() - start)
           start = time.perf_counter()
       # Per member: [H] means of each metric (H = 1 unstacked).
@@ -138,29 +121,46 @@ class _EpochLoop:
       seconds = time.perf_counter() - start
       timer.add("train_steps", seconds)
       for i, member in enumerate(members):
-        if not math.isfinite(means["loss"][i]):
-          raise NonFiniteLossError(
-              f"{member.name}: loss became {means['loss'][i]} in epoch "
-              f"{epoch}; the last good checkpoint is kept in "
-              f"{member.checkpoint_dir}. Lower config.optim.learning_rate or "
-              f"check the inputs for NaN/Inf.")
+        self._check_diverged(member, epoch, means["loss"][i], first_loss[i])
         print(f"{member.name} epoch {epoch:3d}/{epochs} loss "
               f"{means['loss'][i]:.4f} ce {means['ce'][i]:.4f} kd "
               f"{means['kd'][i]:.4f} train_acc {means['accuracy'][i]:.3f} "
-              f"({steps_per_epoch * batch_size / seconds:,.0f} ex/s)",
+              f"({self.train_data.steps_per_epoch * self.config.train.batch_size / seconds:,.0f} ex/s)",
               flush=True)
       if (epoch % self.config.train.checkpoint_every_epochs == 0
           or epoch == epochs):
-        host = _first_replica(state)
+        host = parallel.unreplicate(state)
         for i, manager in enumerate(checkpoints):
           manager.save(epoch, members_lib.unstack_state(host, i) if stacked
                        else host)
     for manager in checkpoints:
       manager.close()
-    final = _first_replica(state)
+    final = parallel.unreplicate(state)
     if stacked:
       return [members_lib.unstack_state(final, i) for i in range(len(members))]
     return [final]
+
+  def _log_start(self, members, host_states):
+    print(f"{_names(members)}: {self.train_data.global_examples} training "
+          f"examples, {self.train_data.steps_per_epoch} steps/epoch of "
+          f"{self.config.train.batch_size} on {len(self.devices)} device(s), "
+          f"data on {self.train_data.mode}, "
+          + ", ".join(f"eps={float(s.hparams['eps']):.3f} "
+                      f"T={float(s.hparams['kd_temperature']):g}"
+                      for s in host_states), flush=True)
+
+  def _check_diverged(self, member, epoch, loss, first_loss):
+    if math.isfinite(loss) and loss <= EXPLODED_FACTOR * max(first_loss, 1.0):
+      return
+    what = ("became non-finite" if not math.isfinite(loss) else
+            f"exploded from {first_loss:.4g} to {loss:.4g}")
+    raise DivergedError(
+        f"{member.name}: training diverged in epoch {epoch}: the loss {what} "
+        f"at config.optim.learning_rate={self.config.optim.learning_rate:g} "
+        f"({self.config.optim.name}, {self.config.optim.schedule} schedule). "
+        f"Lower config.optim.learning_rate (or check the inputs for "
+        f"NaN/Inf); the last good checkpoint is kept in "
+        f"{member.checkpoint_dir} and a rerun resumes from it.")
 
 
 def _restore(checkpoints, host_states):
@@ -193,7 +193,3 @@ def _variables(state):
   if state.batch_stats:
     out["batch_stats"] = state.batch_stats
   return out
-
-
-def _first_replica(tree):
-  return jax.device_get(jax.tree.map(lambda x: x[0], tree))

@@ -7,15 +7,16 @@ positions in the class order and the head only ever grows at the end.
 
 import jax
 import jax.numpy as jnp
+import optax
 
 KD_FORMS = ("renormalized", "full")
 
 
 def cross_entropy(logits, labels, weights=None):
   """Mean softmax cross-entropy of integer ``labels``; ``weights`` masks rows."""
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-  return _weighted_mean(nll, weights)
+  return _weighted_mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+      weights)
 
 
 def kd_renormalized(teacher_logits, student_old_logits, temperature,

@@ -6,20 +6,21 @@ Flags only; everything else is ``train.run``. Override any config value with
 A group of runs that differ only in ``eps_kd.*`` and ``methods`` runs in one
 process with ``--members FILE`` instead of ``--workdir``: FILE is JSON
 ``{workdir: {"eps_kd.eps": "0.3", ...}}``, each workdir getting the config
-with its overrides (``launch.sweep`` writes these files).
+with its overrides (``python -m cil_jax.sweep`` writes these files).
 """
 
 # Imported first: its clock starts before JAX and TensorFlow load.
 from cil_jax import timer  # pylint: disable=g-bad-import-order
 
-import json
 import os
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from cil_jax import jsonio
 from cil_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,19 +47,20 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Orbax logs every save at INFO; progress lines are printed instead.
   logging.set_verbosity(logging.WARNING)
-  if _WORKDIR.value is not None:
-    train.run(_CONFIG.value, _WORKDIR.value)
-    timing_path = os.path.join(_WORKDIR.value, "timing.json")
-  else:
-    with open(_MEMBERS.value) as f:
-      members = json.load(f)
-    vmap = {"auto": None, "vmap": True, "serial": False}[_MEMBER_MODE.value]
-    train.run_members(_CONFIG.value, members, vmap=vmap)
-    timing_path = os.path.splitext(_MEMBERS.value)[0] + ".timing.json"
-  report = timer.budget()
-  print(timer.describe(report), flush=True)
-  with open(timing_path, "w") as f:
-    json.dump(report, f, indent=2)
+  try:
+    if _WORKDIR.value is not None:
+      train.run(_CONFIG.value, _WORKDIR.value)
+    else:
+      members = jsonio.read_json(_MEMBERS.value, fix="it is written by "
+                                 "python -m cil_jax.sweep; write it again")
+      vmap = {"auto": None, "vmap": True, "serial": False}[_MEMBER_MODE.value]
+      train.run_members(
+          _CONFIG.value, members, vmap=vmap,
+          timing_path=os.path.splitext(_MEMBERS.value)[0] + ".timing.json")
+  except train.USER_ERRORS as e:
+    # A mistake in the input, named by its message: no traceback.
+    print(f"cil_jax: error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

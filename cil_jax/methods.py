@@ -8,16 +8,21 @@ breaks the no-old-data rule on purpose, to give the upper bound).
 """
 
 import dataclasses
+from typing import Optional
 
 from cil_jax import losses
 
 METHODS = ("eps_kd", "lwf", "finetune", "joint")
+AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
+  """A method's knobs. ``eps`` is a float in [0, 1], or ``None`` for the
+  auto rule k/(k+m) (``config.eps_kd.eps='auto'``), resolved per step by
+  ``eps_for``; the config string never reaches the train step."""
   name: str
-  eps: object  # float in [0, 1] or "auto"
+  eps: Optional[float]
   kd_form: str = "full"
   kd_temperature: float = 1.0
   kd_t2_scaling: bool = False
@@ -29,26 +34,33 @@ class Method:
 
   @property
   def distills(self):
-    return self.eps == "auto" or self.eps > 0
+    return self.eps is None or self.eps > 0
+
+  @property
+  def index(self):
+    """A stable number per method, folded into its rng and data order."""
+    return METHODS.index(self.name) if self.name in METHODS else len(METHODS)
 
   def eps_for(self, num_old, num_new):
-    if self.eps == "auto":
+    if self.eps is None:
       return losses.auto_eps(num_old, num_new)
-    return float(self.eps)
+    return self.eps
 
 
 def parse_eps(value):
-  """``"auto"`` or a float in [0, 1] (config strings like ``"0.3"`` too)."""
-  if isinstance(value, str) and value.strip() == "auto":
-    return "auto"
+  """``None`` for ``"auto"``, else a float in [0, 1] (config strings like
+  ``"0.3"`` too)."""
+  if isinstance(value, str) and value.strip() == AUTO:
+    return None
   try:
     eps = float(value)
   except (TypeError, ValueError):
-    raise ValueError(f"eps={value!r} is neither 'auto' nor a number; use e.g. "
-                     f"--config.eps_kd.eps=0.5 or =auto.") from None
+    raise ValueError(f"config.eps_kd.eps={value!r} is neither 'auto' nor a "
+                     f"number; use e.g. --config.eps_kd.eps=0.5 or "
+                     f"=auto.") from None
   if not 0.0 <= eps <= 1.0:
-    raise ValueError(f"eps={eps} is outside [0, 1]; it weighs KD against CE "
-                     f"as (1-eps)*CE + eps*KD.")
+    raise ValueError(f"config.eps_kd.eps={eps} is outside [0, 1]; it weighs "
+                     f"KD against CE as (1-eps)*CE + eps*KD.")
   return eps
 
 

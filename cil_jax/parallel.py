@@ -26,5 +26,10 @@ def replicate(tree, devices):
 
 
 def unreplicate(tree):
-  """The first replica of a replicated tree, on the host."""
-  return jax.device_get(jax_utils.unreplicate(tree))
+  """The first replica of a replicated tree, on the host.
+
+  Indexed rather than ``jax_utils.unreplicate``, which takes each array's
+  first addressable shard: under the ``BATCH_AXIS`` sharding of
+  ``replicate`` that shard keeps a leading axis of size 1.
+  """
+  return jax.device_get(jax.tree.map(lambda x: x[0], tree))

@@ -59,27 +59,37 @@ def preset_rules(preset, params, last_k=1, trainable_regex=""):
   return [(pattern, TRAINABLE), (".*", FROZEN)]
 
 
-def frozen_backbone_layers(params, rules):
-  """Names of backbone layers all of whose parameters ``rules`` freeze."""
-  label_of = rule_labeler(rules)
-  return tuple(
-      name for name, layer in params.get("backbone", {}).items()
-      if all(label_of(f"backbone/{name}/{path}") == FROZEN
-             for path in traverse_util.flatten_dict(layer, sep="/")))
+def frozen_backbone_layers(params, labels):
+  """Names of backbone layers all of whose parameters ``labels`` (a label
+  tree of ``params``, from ``trainable_labels``) freeze."""
+  backbone_labels = labels.get("backbone", {})
+  return tuple(name for name in params.get("backbone", {})
+               if all(label == FROZEN for label in
+                      jax.tree_util.tree_leaves(backbone_labels[name])))
+
+
+def rule_labeler(rules, default=FROZEN):
+  """A function slash-path -> label for ``rules`` (first full match wins);
+  a path no rule matches gets ``default`` (``None``: raise)."""
+  compiled = [(re.compile(pattern), label) for pattern, label in rules]
+
+  def label_of(path):
+    for rx, label in compiled:
+      if rx.fullmatch(path):
+        return label
+    if default is None:
+      raise ValueError(f"Parameter {path!r} matches no partition rule "
+                       f"{[p for p, _ in rules]}; add a rule that covers it.")
+    return default
+  return label_of
 
 
 def path_labels(tree, rules):
   """Label tree for ``tree`` from ``rules``; raises on an uncovered path."""
-  compiled = [(re.compile(pattern), label) for pattern, label in rules]
+  label_of = rule_labeler(rules, default=None)
   flat = traverse_util.flatten_dict(tree, sep="/")
-  labels = {}
-  for path in flat:
-    label = next((lbl for rx, lbl in compiled if rx.fullmatch(path)), None)
-    if label is None:
-      raise ValueError(f"Parameter {path!r} matches no partition rule "
-                       f"{[p for p, _ in rules]}; add a rule that covers it.")
-    labels[path] = label
-  return traverse_util.unflatten_dict(labels, sep="/")
+  return traverse_util.unflatten_dict(
+      {path: label_of(path) for path in flat}, sep="/")
 
 
 def trainable_labels(params, rules):
@@ -131,15 +141,6 @@ def keep_frozen(new_tree, old_tree, labels_by_layer):
     slash_path = "/".join(_key(k) for k in path)
     return old if labels_by_layer(slash_path) == FROZEN else new
   return jax.tree_util.tree_map_with_path(pick, new_tree, old_tree)
-
-
-def rule_labeler(rules):
-  """A function path -> label for ``rules`` (first full match wins)."""
-  compiled = [(re.compile(pattern), label) for pattern, label in rules]
-
-  def label_of(path):
-    return next((lbl for rx, lbl in compiled if rx.fullmatch(path)), FROZEN)
-  return label_of
 
 
 def _key(entry):

@@ -1,7 +1,9 @@
 """``run(config, workdir)``: a class sequence, every configured method, results.
 
-Read top to bottom: data and class sequence; the base classifier C_A (trained
-here on the first group, or loaded from ``config.teacher.checkpoint``); then,
+Read top to bottom: check everything that can be checked (config values,
+workdir, data, class groups, teacher, layer presets, batch sizes) before
+anything is written; claim the workdir; the base classifier C_A (trained
+here on the first group, or given as ``config.teacher.checkpoint``); then,
 per method, each later group is learnt from the previous model as frozen
 teacher; evaluation after every step; ``results.json``.
 
@@ -17,29 +19,36 @@ Workdir layout (every finished piece is reused, never rewritten)::
 
   config.json                   the config this workdir belongs to
   base/step_0/                  C_A when trained here
-  <method>/step_<t>/classifier  the model after step t (cil_jax classifier)
-  <method>/step_<t>/result.json its test metrics
-  <method>/step_<t>/checkpoints resumable training state while training
+  <method>/step_<t>/            a finished step (``cil_jax.step_outputs``)
   results.json                  everything, written last
+  timing.json                   where the process's wall time went
+
+A finished run (its ``results.json`` present) that is run again only
+reports: nothing is loaded, trained or written.
 """
 
-import json
 import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from cil_jax import checkpoint
 from cil_jax import class_step
 from cil_jax import config_check
 from cil_jax import evaluate
+from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
+from cil_jax import step_outputs
+from cil_jax import teacher
+from cil_jax import timer
+from cil_jax import workdirs
+from cil_jax.data import batches
 from cil_jax.data import classes
 from cil_jax.data import source as data_source
-from cil_jax.models import build_model
 from cil_jax.report import format_table
+from cil_jax.step_context import StepContext
+
+RESULTS_FILE = "results.json"
+# Errors a user's input causes (config, workdir, checkpoints, data, a
+# diverging learning rate); each message names the problem and the fix.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, batches.LeakError)
 
 
 def run(config, workdir):
@@ -47,65 +56,62 @@ def run(config, workdir):
   return run_members(config, {workdir: {}})[workdir]
 
 
-def run_members(config, member_overrides, vmap=None):
+def run_members(config, member_overrides, vmap=None, timing_path=None):
   """Runs ``config`` with each ``{workdir: {key: value}}`` override set.
 
   Returns ``{workdir: results}``. ``vmap=None`` vmaps members on
   accelerators and trains them in turn on CPU, where a batched matmul is not
-  faster than separate ones.
+  faster than separate ones. ``timing_path`` (default: ``timing.json`` in
+  the workdir of a single run) receives the time budget when anything ran.
   """
-  if not member_overrides:
-    raise ValueError("No members to run: give at least one workdir.")
-  configs = {workdir: overrides.apply(config, o)
-             for workdir, o in member_overrides.items()}
-  differ = overrides.non_member_differences(list(configs.values()))
-  if differ:
-    raise ValueError(
-        f"Members of one group may differ only in eps_kd.* and methods, but "
-        f"they differ in {differ}; run those as separate runs.")
+  configs = _member_configs(config, member_overrides)
+  finished = {}
+  for workdir, member_config in configs.items():
+    workdirs.check_path(workdir)
+    finished[workdir] = _finished_results(workdir, member_config)
+  todo = {w: c for w, c in configs.items() if finished[w] is None}
+  if todo:
+    finished.update(_run(todo, vmap))
+    if timing_path is None and len(configs) == 1:
+      timing_path = os.path.join(next(iter(configs)), "timing.json")
+    if timing_path:
+      report = timer.budget()
+      print(timer.describe(report), flush=True)
+      jsonio.write_json(timing_path, report)
+  for workdir in configs:
+    print(format_table(finished[workdir]), flush=True)
+  return finished
+
+
+def _run(configs, vmap):
+  """Trains and evaluates the unfinished runs ``{workdir: config}``."""
   config = next(iter(configs.values()))
-  devices = _devices(config.train.num_devices)
+  devices = config_check.devices(config.train.num_devices)
   for member_config in configs.values():
     config_check.validate(member_config, len(devices))
-  method_names = {workdir: methods.method_names(c.methods)
-                  for workdir, c in configs.items()}
-
+  method_names = {w: methods.method_names(c.methods)
+                  for w, c in configs.items()}
   source = data_source.Source(config.dataset)
-  dataset = source.info
-  if config.teacher.checkpoint:
-    base_variables, base_meta = _load_teacher(config, dataset)
-    new_groups = classes.class_sequence(
-        config.classes.groups, dataset.num_classes, config.classes.order_seed)
-    overlap = sorted(set(base_meta["class_order"]) &
-                     {c for g in new_groups for c in g})
-    if overlap:
-      raise ValueError(
-          f"Classes {overlap} of config.classes.groups are already classes of "
-          f"the teacher ({base_meta['class_order']}, from its metadata.json); "
-          f"with config.teacher.checkpoint, list only the new classes.")
-    groups = [base_meta["class_order"]] + new_groups
-  else:
-    groups = classes.class_sequence(config.classes.groups, dataset.num_classes,
-                                    config.classes.order_seed)
+  groups, given = _class_sequence(config, source.info)
   if vmap is None:
     vmap = devices[0].platform != "cpu"
-  steps = class_step.Steps(config, source, groups, devices, vmap)
-  for workdir, member_config in configs.items():
-    for name in method_names[workdir]:
-      steps.check_layers(methods.get_method(name, member_config))
+  ctx = StepContext(config, source, groups, devices, vmap)
+  all_methods = [methods.get_method(name, configs[w])
+                 for w in configs for name in method_names[w]]
+  config_check.validate_steps(
+      ctx, all_methods, given[1]["adapter_dim"] if given else None)
   # Only configs that passed every check claim their workdirs.
   for workdir, member_config in configs.items():
-    os.makedirs(workdir, exist_ok=True)
-    _claim_workdir(member_config, workdir)
+    workdirs.claim(workdir, member_config)
   print(f"class sequence: {groups}; {len(configs)} run(s); "
         f"{len(devices)} {devices[0].platform} device(s)"
         + (f"; members {'vmapped' if vmap else 'in turn'}"
            if len(configs) > 1 else ""), flush=True)
 
-  if config.teacher.checkpoint:
-    base = steps.given_base(base_variables, base_meta["adapter_dim"])
+  if given is not None:
+    base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"])
   else:
-    base = _shared_base(steps, list(configs))
+    base = _shared_base(ctx, list(configs))
   # One chain of step results per (workdir, method), advanced a step at a
   # time over all of them so identical or vmappable steps train together.
   chains = {(workdir, name): [base] for workdir in configs
@@ -118,124 +124,87 @@ def run_members(config, member_overrides, vmap=None):
           method, os.path.join(workdir, name, f"step_{t}"),
           None if method.joint else chains[workdir, name][-1],
           run_name=os.path.basename(workdir) if len(configs) > 1 else ""))
-    for key, result in zip(chains, steps.run(t, jobs)):
+    for key, result in zip(chains, class_step.run_step(ctx, t, jobs)):
       chains[key].append(result)
 
   all_results = {}
   for workdir in configs:
-    results = {"class_sequence": groups, "dataset": dataset.name,
+    results = {"class_sequence": groups, "dataset": ctx.dataset.name,
                "teacher_checkpoint": config.teacher.checkpoint or None,
                "methods": {name: _summarise(chains[workdir, name])
                            for name in method_names[workdir]}}
-    class_step.write_json(os.path.join(workdir, "results.json"), results)
-    print(format_table(results), flush=True)
+    jsonio.write_json(os.path.join(workdir, RESULTS_FILE), results)
     all_results[workdir] = results
   return all_results
 
 
-def _shared_base(steps, workdirs):
+def _member_configs(config, member_overrides):
+  if not member_overrides:
+    raise ValueError("No members to run: give at least one workdir.")
+  configs = {workdir: overrides.apply(config, o)
+             for workdir, o in member_overrides.items()}
+  differ = overrides.non_member_differences(list(configs.values()))
+  if differ:
+    raise ValueError(
+        f"Members of one group may differ only in eps_kd.* and methods, but "
+        f"they differ in {differ}; run those as separate runs.")
+  return configs
+
+
+def _finished_results(workdir, config):
+  """The results of a finished run of ``config`` in ``workdir``, else
+  ``None``; a workdir of another config is refused."""
+  workdirs.check_config(workdir, config)
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    results = jsonio.read_json(path)
+  except jsonio.DamagedFileError as e:
+    print(f"{e}; rebuilding it from the finished steps.", flush=True)
+    return None
+  print(f"{workdir}: finished earlier; reporting its {RESULTS_FILE}.",
+        flush=True)
+  return results
+
+
+def _class_sequence(config, dataset):
+  """``(groups, given)``: the class groups of every step, and the given
+  teacher's ``(variables, metadata)`` or ``None``."""
+  new_groups = classes.class_sequence(
+      config.classes.groups, dataset.num_classes, config.classes.order_seed)
+  if not config.teacher.checkpoint:
+    return new_groups, None
+  variables, meta = teacher.load(config, dataset)
+  teacher.check_new_classes(config.teacher.checkpoint, meta, new_groups)
+  return [meta["class_order"]] + new_groups, (variables, meta)
+
+
+def _shared_base(ctx, workdir_list):
   """C_A, trained once (or found finished in one workdir) and copied into
   every workdir's ``base/step_0``: the runs differ only after step 0."""
-  base_dirs = [os.path.join(w, "base", "step_0") for w in workdirs]
+  base_dirs = [os.path.join(w, "base", "step_0") for w in workdir_list]
   finished = [d for d in base_dirs
-              if os.path.exists(os.path.join(d, class_step.RESULT_FILE))]
+              if step_outputs.read_record(d) is not None]
   source_dir = (finished or base_dirs)[0]
-  base = steps.run(0, [class_step.Job(methods.BASE, source_dir, None)])[0]
+  base = class_step.run_step(
+      ctx, 0, [class_step.Job(methods.BASE, source_dir, None)])[0]
   for base_dir in base_dirs:
     if base_dir != source_dir:
-      class_step.copy_finished_step(source_dir, base_dir)
+      step_outputs.copy_finished_step(source_dir, base_dir)
   return base
 
 
 def _summarise(steps):
-  matrix = [s["accuracy_row"] for s in steps]
+  records = [s.record for s in steps]
+  matrix = [r["accuracy_row"] for r in records]
   return {
-      "steps": [{k: v for k, v in s.items() if k != "variables"}
-                for s in steps],
+      "steps": records,
       "accuracy_matrix": matrix,
       "average_incremental_accuracy": evaluate.average_incremental_accuracy(
-          [s["acc_all"] for s in steps]),
+          [r["acc_all"] for r in records]),
       "forgetting": evaluate.forgetting(matrix),
-      "final_acc_all": steps[-1]["acc_all"],
-      "final_acc_old": steps[-1]["acc_old"],
-      "final_acc_new": steps[-1]["acc_new"],
+      "final_acc_all": records[-1]["acc_all"],
+      "final_acc_old": records[-1]["acc_old"],
+      "final_acc_new": records[-1]["acc_new"],
   }
-
-
-def _load_teacher(config, dataset):
-  """Loads C_A from ``config.teacher.checkpoint`` and checks it fits."""
-  path = config.teacher.checkpoint
-  meta = checkpoint.read_metadata(path)
-  problems = []
-  if meta["model"].get("name") != config.model.name:
-    problems.append(f"the checkpoint's model is {meta['model'].get('name')!r} "
-                    f"but config.model.name={config.model.name!r}")
-  for key, value in meta["model"].items():
-    if key != "name" and key in config.model and _as_list(
-        config.model[key]) != _as_list(value):
-      problems.append(f"config.model.{key}={config.model[key]!r} but the "
-                      f"checkpoint has {value!r}")
-  if meta.get("dataset") != dataset.name:
-    problems.append(f"the checkpoint was trained on {meta.get('dataset')!r} "
-                    f"but config.dataset.name={dataset.name!r}")
-  elif not np.allclose(meta.get("input_mean", dataset.mean), dataset.mean,
-                       rtol=1e-3) or not np.allclose(
-                           meta.get("input_std", dataset.std), dataset.std,
-                           rtol=1e-3):
-    problems.append(f"the checkpoint's inputs were normalised with mean "
-                    f"{meta.get('input_mean')} and std {meta.get('input_std')}"
-                    f" but this dataset's are {list(dataset.mean)} and "
-                    f"{list(dataset.std)} (another split or data_dir?)")
-  if list(meta["input_shape"]) != list(dataset.input_shape):
-    problems.append(f"the checkpoint takes inputs of shape "
-                    f"{meta['input_shape']} but dataset {dataset.name!r} has "
-                    f"{list(dataset.input_shape)}")
-  if meta["num_classes"] != len(meta["class_order"]):
-    problems.append(f"metadata says num_classes={meta['num_classes']} but "
-                    f"lists {len(meta['class_order'])} classes")
-  if problems:
-    raise ValueError(f"Teacher checkpoint {path!r} does not match the config: "
-                     + "; ".join(problems) + ". Set the config to the "
-                     "checkpoint's model (see its metadata.json).")
-  model = build_model(config.model, meta["num_classes"], meta["adapter_dim"])
-  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, *dataset.input_shape)))
-  variables, meta = checkpoint.load_classifier(path, abstract)
-  return variables, meta
-
-
-def _claim_workdir(config, workdir):
-  """Binds ``workdir`` to this config; a different config is refused so
-  earlier results are never mixed with or overwritten by another run's."""
-  path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
-    if stored != current:
-      changed = sorted(_diff_keys(stored, current))
-      raise ValueError(f"{workdir} holds a run of a different config (changed: "
-                       f"{changed[:6]}). Use a new --workdir, or the same "
-                       f"config to resume.")
-    return
-  class_step.write_json(path, current)
-
-
-def _diff_keys(a, b, prefix=""):
-  if isinstance(a, dict) and isinstance(b, dict):
-    for key in set(a) | set(b):
-      yield from _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
-  elif a != b:
-    yield prefix.rstrip(".")
-
-
-def _devices(requested):
-  devices = jax.local_devices()
-  if requested < 0 or requested > len(devices):
-    raise ValueError(f"config.train.num_devices={requested} but "
-                     f"{len(devices)} local devices exist; use 0 for all.")
-  return devices[:requested] if requested else devices
-
-
-def _as_list(value):
-  return list(value) if isinstance(value, (list, tuple)) else value

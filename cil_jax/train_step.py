@@ -1,11 +1,13 @@
 """The pure, data-parallel train and eval steps.
 
 ``train_step(state, teacher, batch, rng) -> (state, metrics)`` runs under
-``jax.pmap`` with axis ``batch``: every device holds a replica of ``state``
-and the teacher, and a ``[devices, per_device, ...]`` slice of the global
-batch; gradients, BatchNorm statistics and metrics are averaged over the
-axis. The body uses only ``lax`` collectives by axis name, so the same code
-runs under ``jax.shard_map``.
+``jax.pmap`` with axis ``parallel.BATCH_AXIS``: every device holds a replica
+of ``state`` and the teacher, and a ``[devices, per_device, ...]`` slice of
+the global batch; gradients, BatchNorm statistics and metrics are averaged
+over the axis. The body uses only ``lax`` collectives by axis name, so the
+same code runs under ``jax.shard_map``. ``pmap_train_step`` is the one place
+the step is pmapped; the data's ``batch_fn`` makes each device's batch
+inside it.
 """
 
 from typing import Any
@@ -13,18 +15,12 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from flax import jax_utils
 from jax import lax
-from jax.sharding import Mesh
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec
 
 from cil_jax import losses
 from cil_jax import partition
-
-BATCH_AXIS = "batch"
+from cil_jax.parallel import BATCH_AXIS
 
 
 @flax.struct.dataclass
@@ -104,21 +100,18 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   return train_step
 
 
-def replicate(tree, devices):
-  """One copy of ``tree`` per device, laid out as the pmapped step returns
-  its state (a ``batch`` mesh axis), so feeding the step's output back in
-  does not trigger a second compilation."""
-  sharding = NamedSharding(Mesh(np.asarray(devices), (BATCH_AXIS,)),
-                           PartitionSpec(BATCH_AXIS))
-  return jax.device_put(jax_utils.replicate(tree, devices), sharding)
+def pmap_train_step(train_step, batch_fn):
+  """The pmapped step ``(state, teacher, resident, feed, rng)``.
 
-
-def pmap_train_step(train_step):
-  """pmapped step: state and teacher replicated, batch sharded, rng shared.
-
-  The state buffers are donated: the old state is dead after the step.
+  ``batch_fn(resident, feed)`` (from ``cil_jax.data.train_data``) makes the
+  device's batch: a gather from device-resident data, or the fed batch,
+  augmented. State, teacher, resident data and feed are per device; the rng
+  is shared (the step folds in the device index). The state buffers are
+  donated: the old state is dead after the step.
   """
-  return jax.pmap(train_step, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, None),
+  def step(state, teacher, resident, feed, rng):
+    return train_step(state, teacher, batch_fn(resident, feed), rng)
+  return jax.pmap(step, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, 0, None),
                   donate_argnums=(0,))
 
 

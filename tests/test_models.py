@@ -282,12 +282,15 @@ def test_frozen_layers_train_as_they_test():
   variables = jax.tree.map(
       lambda s: np.random.default_rng(0).normal(size=s.shape).astype(s.dtype)
       * 0.3 + (1.0 if len(s.shape) == 1 else 0.0), variables)
-  rules = partition.preset_rules("head", variables["params"])
-  frozen = partition.frozen_backbone_layers(variables["params"], rules)
+  params = variables["params"]
+
+  def frozen_layers(preset, **kwargs):
+    return partition.frozen_backbone_layers(params, partition.trainable_labels(
+        params, partition.preset_rules(preset, params, **kwargs)))
+
+  frozen = frozen_layers("head")
   assert frozen == ("layer_00", "layer_01", "layer_02", "layer_03")
-  assert partition.frozen_backbone_layers(
-      variables["params"], partition.preset_rules("last_k", variables["params"],
-                                                  last_k=2)) == frozen[:-1]
+  assert frozen_layers("last_k", last_k=2) == frozen[:-1]
 
   def train_logits(m):
     fn = jax.pmap(lambda v, x: m.apply(v, x, train=True,

@@ -9,8 +9,10 @@ import pytest
 
 from cil_jax import train
 from cil_jax.data import digits
-from configs import add_classes
+from cil_jax import config_files
 from tests.helpers import small_config
+
+add_classes = config_files.from_checkout("add_classes")
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_no_result(tmp_path):
   config = small_config(**{"optim.learning_rate": 1e30, "optim.name": "sgd",
                            "optim.schedule": "constant"})
   from cil_jax import fit  # pylint: disable=import-outside-toplevel
-  with pytest.raises(fit.NonFiniteLossError, match="Lower config.optim"):
+  with pytest.raises(fit.DivergedError, match="Lower config.optim"):
     train.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "base" / "step_0" / "result.json")
   assert not os.path.exists(tmp_path / "results.json")

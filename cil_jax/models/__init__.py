@@ -1,5 +1,8 @@
 """Model registry: a model config and a class count give a flax module."""
 
+import jax
+import jax.numpy as jnp
+
 from cil_jax.models.cnn import SmallCNN
 from cil_jax.models.layers import Classifier
 from cil_jax.models.mlp import MLP
@@ -33,3 +36,9 @@ def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=()):
                      f"of {MODEL_NAMES}.")
   return Classifier(backbone=backbone, num_classes=num_classes,
                     adapter_dim=adapter_dim)
+
+
+def abstract_variables(model, input_shape):
+  """Shapes and dtypes of ``model``'s variables, without computing them."""
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                        jnp.zeros((1, *input_shape), jnp.float32))

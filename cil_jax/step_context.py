@@ -1,0 +1,113 @@
+"""What every class step of a run (or of a group of runs) shares.
+
+``StepContext`` holds the config, the data source, the class sequence and
+the devices, and caches what steps reuse: the training data of the last
+class set, the test data of each seen-class set and one compiled eval
+function per model shape. It also hands out the step's random keys, one per
+purpose.
+"""
+
+import dataclasses
+import time
+
+import jax
+import numpy as np
+
+from cil_jax import evaluate
+from cil_jax import parallel
+from cil_jax import timer
+from cil_jax import train_step as ts
+from cil_jax.data import classes
+from cil_jax.data import pipeline
+from cil_jax.data.train_data import make_train_data
+from cil_jax.models import abstract_variables
+from cil_jax.models import build_model
+
+
+@dataclasses.dataclass(frozen=True)
+class StepKeys:
+  """The random keys of one (class step, method): ``init`` initialises the
+  student (its new head columns included), ``dropout`` drives the train
+  step's noise; ``data_seed`` orders the step's batches (numpy, per epoch)."""
+  init: jax.Array
+  dropout: jax.Array
+  data_seed: tuple
+
+
+class StepContext:
+  """Data, class sequence and devices shared by every step of a run."""
+
+  def __init__(self, config, source, groups, devices, vmap):
+    self.config, self.source, self.groups = config, source, groups
+    self.devices, self.vmap = devices, vmap
+    self.dataset = source.info
+    self.order = [c for group in groups for c in group]
+    self.mapping = classes.label_map(self.order, self.dataset.num_classes)
+    self._train_data = (None, None)  # (class ids, data) of the last request
+    self._test_data = {}
+    self._eval_steps = {}
+
+  def num_seen(self, t):
+    return sum(len(g) for g in self.groups[:t + 1])
+
+  def num_old(self, t):
+    return self.num_seen(t) - len(self.groups[t])
+
+  def train_classes(self, t, scratch):
+    """The class ids step ``t`` trains on: all seen classes from scratch,
+    else only group ``t`` (no old-class example, ever)."""
+    groups = self.groups[:t + 1] if scratch else [self.groups[t]]
+    return [c for g in groups for c in g]
+
+  def model(self, num_classes, adapter_dim, frozen_layers=()):
+    return build_model(self.config.model, num_classes, adapter_dim,
+                       frozen_layers)
+
+  def abstract(self, num_classes, adapter_dim):
+    """Shapes of the variables of a model with ``num_classes`` outputs."""
+    return abstract_variables(self.model(num_classes, adapter_dim),
+                              self.dataset.input_shape)
+
+  def keys(self, t, method):
+    key = jax.random.fold_in(jax.random.fold_in(
+        jax.random.PRNGKey(self.config.seed), t), method.index)
+    init, dropout = jax.random.split(key)
+    return StepKeys(init, dropout, (self.config.seed, t, method.index))
+
+  def train_data(self, class_ids):
+    """The training data of ``class_ids``, kept while steps reuse it."""
+    key, data = self._train_data
+    if key != class_ids:
+      start = time.perf_counter()
+      data = make_train_data(self.source, class_ids, self.mapping,
+                             self.config.dataset, self.config.train.batch_size,
+                             self.devices)
+      timer.add("train_data", time.perf_counter() - start)
+      self._train_data = (class_ids, data)
+    return data
+
+  def evaluate(self, variables, t, adapter_dim):
+    """Test metrics after step ``t`` over all classes seen by then."""
+    num_seen = self.num_seen(t)
+    key = (num_seen, adapter_dim)
+    if key not in self._eval_steps:  # one compile per model shape
+      self._eval_steps[key] = ts.make_eval_step(
+          self.model(num_seen, adapter_dim).apply)
+    start = time.perf_counter()
+    test_classes = tuple(self.order[:num_seen])
+    if test_classes not in self._test_data:  # decoded once, kept in memory
+      self._test_data[test_classes] = pipeline.filtered(
+          self.source, "test", test_classes, self.mapping)
+    correct, total = evaluate.class_counts(
+        self._eval_steps[key], parallel.replicate(variables, self.devices),
+        self._test_data[test_classes], len(self.order),
+        self.config.train.eval_batch_size, len(self.devices))
+    timer.add("eval", time.perf_counter() - start)
+    return evaluate.step_metrics(correct, total,
+                                 [len(g) for g in self.groups[:t + 1]])
+
+  def train_examples(self, class_ids):
+    """This process's training examples of ``class_ids`` (from the cached
+    class counts, without loading any data)."""
+    counts = self.dataset.class_counts["train"]
+    return int(np.asarray(counts)[np.asarray(class_ids)].sum())

@@ -1,0 +1,101 @@
+"""What a finished class step leaves in its directory, and reading it back.
+
+A step directory holds::
+
+  classifier/    the model after the step (a cil_jax classifier checkpoint)
+  result.json    its test metrics (written last: the step is finished)
+  checkpoints/   resumable training state, only while training
+
+``StepResult`` is the step's value in memory: its ``record`` (the content
+of ``result.json``) and its ``variables``.
+"""
+
+import dataclasses
+import os
+import shutil
+import uuid
+from typing import Any
+
+from cil_jax import checkpoint
+from cil_jax import jsonio
+
+RESULT_FILE = "result.json"
+CLASSIFIER_DIR = "classifier"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepResult:
+  record: dict  # what result.json holds: step, method, metrics, ...
+  variables: Any  # host variables of the model after the step
+
+  @property
+  def adapter_dim(self):
+    return self.record["adapter_dim"]
+
+
+def classifier_dir(step_dir):
+  return os.path.join(step_dir, CLASSIFIER_DIR)
+
+
+def has_classifier(step_dir):
+  return os.path.exists(classifier_dir(step_dir))
+
+
+def read_record(step_dir):
+  """The step's ``result.json``, or ``None`` when the step is unfinished or
+  its file is damaged (then the saved classifier is evaluated again)."""
+  path = os.path.join(step_dir, RESULT_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    record = jsonio.read_json(path)
+  except jsonio.DamagedFileError as e:
+    if not has_classifier(step_dir):
+      raise jsonio.DamagedFileError(
+          f"{e} Its classifier/ is missing too; delete {step_dir} to "
+          f"retrain this step.") from None
+    print(f"{path} is damaged; evaluating the step's saved classifier again "
+          f"to rewrite it.", flush=True)
+    return None
+  if not isinstance(record, dict) or "adapter_dim" not in record:
+    print(f"{path} is not a step result; evaluating the step's saved "
+          f"classifier again to rewrite it.", flush=True)
+    return None
+  return record
+
+
+def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
+  """Writes the step's model with the metadata that makes it a teacher."""
+  checkpoint.save_classifier(classifier_dir(step_dir), variables, {
+      "model": ctx.config.model.to_dict(), "adapter_dim": adapter_dim,
+      "num_classes": num_classes, "class_order": ctx.order[:num_classes],
+      "input_shape": list(ctx.dataset.input_shape),
+      "input_mean": list(ctx.dataset.mean),
+      "input_std": list(ctx.dataset.std), "dataset": ctx.dataset.name})
+
+
+def load_classifier(ctx, step_dir, num_classes, adapter_dim):
+  variables, _ = checkpoint.load_classifier(
+      classifier_dir(step_dir), ctx.abstract(num_classes, adapter_dim))
+  return variables
+
+
+def write_record(step_dir, record):
+  jsonio.write_json(os.path.join(step_dir, RESULT_FILE), record)
+
+
+def copy_finished_step(source_dir, step_dir):
+  """Gives ``step_dir`` the finished step of ``source_dir`` (an identical
+  run's), unless it has its own result already."""
+  if not os.path.exists(os.path.join(step_dir, RESULT_FILE)):
+    copy_step_dir(source_dir, step_dir)
+
+
+def copy_step_dir(source_dir, step_dir):
+  """Copies a finished step directory whole, then renames it into place; an
+  unfinished one there (checkpoints of a killed run) is replaced."""
+  tmp = f"{step_dir}.tmp-{uuid.uuid4().hex[:8]}"
+  shutil.copytree(source_dir, tmp,
+                  ignore=shutil.ignore_patterns("checkpoints"))
+  shutil.rmtree(step_dir, ignore_errors=True)
+  os.rename(tmp, step_dir)
