@@ -1,10 +1,14 @@
-"""Class sequences, label remapping, pipelines and the no-leak guarantee
-(on digits and hand-made data; real Fashion-MNIST is in test_tfds.py)."""
+"""Class sequences, label remapping, pipelines, the augmentation and the
+no-leak guarantee (on digits and hand-made data; real Fashion-MNIST is in
+test_tfds.py)."""
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from cil_jax import parallel
+from cil_jax.data import augment
 from cil_jax.data import batches
 from cil_jax.data import classes
 from cil_jax.data import digits
@@ -64,14 +68,14 @@ class _ArraySource:
   """A Source over in-memory arrays, for pipeline tests; with
   ``in_memory=False`` it streams, as a split too large to hold does."""
 
-  def __init__(self, images, labels, in_memory=True):
+  def __init__(self, images, labels, in_memory=True, augment=False):
     self._data = {"image": images, "label": labels}
     self._in_memory = in_memory
     self.info = source.DatasetInfo(
         name="arrays", num_classes=10, input_shape=images.shape[1:],
         mean=(1.0,), std=(2.0,),
         class_counts={"train": np.bincount(labels, minlength=10)},
-        augment=False)
+        augment=augment)
 
   def split(self, which):
     del which
@@ -99,47 +103,127 @@ def test_filtered_remaps_labels_and_normalises(in_memory):
                              [-0.5, 1.0, 1.5])
 
 
-@pytest.mark.parametrize("placement", ["host", "device"])
-def test_train_data_batches_and_leak_guard(placement):
-  import jax  # pylint: disable=import-outside-toplevel
-  images = np.random.default_rng(0).normal(size=(70, 4, 4, 1)).astype(
+def _images():
+  return np.random.default_rng(0).normal(size=(70, 4, 4, 1)).astype(
       np.float32)
+
+
+def _train_data(placement, augment=False):
+  """Training data of classes 5..9 (14 of ``_images`` each) on 8 devices."""
   labels = np.repeat(np.arange(5, 10), 14).astype(np.int32)
-  src = _ArraySource(images, labels)
-  mapping = classes.label_map(list(range(10)), 10)
   config = default.get_config().dataset
   config.placement = placement
-  data = train_data.make_train_data(src, list(range(5, 10)), mapping, config,
-                                    16, jax.local_devices()[:8])
-  assert data.mode == placement and data.num_examples == 70
-  epoch1 = list(data.epoch([0, 1], 1))
-  assert len(epoch1) == 4  # 70 // 16, the partial batch dropped
-  again = list(data.epoch([0, 1], 1))
-  epoch2 = list(data.epoch([0, 1], 2))
-  if placement == "host":
-    assert epoch1[0]["image"].shape == (8, 2, 4, 4, 1)
-    np.testing.assert_array_equal(np.asarray(epoch1[0]["label"]),
-                                  np.asarray(again[0]["label"]))
-    assert not np.array_equal(np.asarray(epoch1[0]["label"]),
-                              np.asarray(epoch2[0]["label"]))
-  else:
-    assert epoch1[0]["indices"].shape == (8, 2)  # gathered on device
-    np.testing.assert_array_equal(epoch1[0]["indices"], again[0]["indices"])
-    assert not np.array_equal(epoch1[0]["indices"], epoch2[0]["indices"])
-
-  # One old-class example slipped into the new step's data: refused.
-  leaky = labels.copy()
-  leaky[3] = 0
-  leaky_data = train_data.make_train_data(
-      _ArraySource(images, leaky), list(range(10)), mapping, config, 16,
+  return train_data.make_train_data(
+      _ArraySource(_images(), labels, augment=augment), list(range(5, 10)),
+      classes.label_map(list(range(10)), 10), config, 16,
       jax.local_devices()[:8])
-  leaky_data._allowed = list(range(5, 10))  # pylint: disable=protected-access
+
+
+def _batches(data, feed):
+  """``data.batch_fn`` run on every device, as the train step runs it."""
+  return jax.device_get(jax.pmap(data.batch_fn, axis_name=parallel.BATCH_AXIS)(
+      data.resident, feed))
+
+
+def _are_rows_of(images, rows):
+  """Whether every image of ``images`` is one of ``rows``, unchanged."""
+  rows = np.asarray(rows).reshape(len(rows), -1)
+  return all((rows == x).all(1).any()
+             for x in np.asarray(images).reshape(-1, rows.shape[1]))
+
+
+@pytest.mark.parametrize("placement", ["host", "device"])
+def test_train_data_feeds_batches_in_a_seeded_order(placement):
+  data = _train_data(placement)
+  assert data.mode == placement and data.num_examples == 70
+  epoch1 = [_batches(data, feed) for feed in data.epoch([0, 1], 1)]
+  assert len(epoch1) == 4  # 70 // 16, the partial batch dropped
+  assert epoch1[0]["image"].shape == (8, 2, 4, 4, 1)
+  assert epoch1[0]["label"].shape == (8, 2)
+  again = [_batches(data, feed) for feed in data.epoch([0, 1], 1)]
+  epoch2 = [_batches(data, feed) for feed in data.epoch([0, 1], 2)]
+  np.testing.assert_array_equal(epoch1[0]["image"], again[0]["image"])
+  assert not np.array_equal(epoch1[0]["image"], epoch2[0]["image"])
+  # Normalised ((x - 1) / 2) examples of the split, not augmented.
+  assert _are_rows_of(epoch1[0]["image"], (_images() - 1) / 2)
+
+
+@pytest.mark.parametrize("cls", [train_data.HostTrainData,
+                                 train_data.DeviceTrainData])
+def test_leak_guard_refuses_old_class_labels(cls):
+  labels = np.repeat(np.arange(5, 10), 14).astype(np.int32)
+  # Old-class examples slipped into the new step's data (more than the
+  # 70 % 16 that an epoch drops, so a batch holds one).
+  labels[:7] = 0
+  base = tf.data.Dataset.from_tensor_slices(
+      {"image": np.zeros((70, 4, 4, 1), np.float32), "label": labels})
   with pytest.raises(batches.LeakError, match=r"labels \[0\]"):
-    if placement == "host":
-      for _ in leaky_data.epoch([0], 1):
-        pass
-    else:
-      batches.check_labels(leaky, range(5, 10))
+    # Device placement checks at load, host placement each batch.
+    data = cls(base, 70, range(5, 10), False, 16, jax.local_devices()[:8],
+               shuffle_buffer=70)
+    for _ in data.epoch([0], 1):
+      pass
+
+
+def test_crop_flip_gives_the_expected_pixels():
+  image = np.arange(6 * 7, dtype=np.float32).reshape(1, 6, 7, 1)
+  centre = np.array([[augment.PAD, augment.PAD]])
+  np.testing.assert_array_equal(
+      augment.crop_flip(image, centre, np.array([False])), image)
+  np.testing.assert_array_equal(
+      augment.crop_flip(image, centre, np.array([True])), image[:, :, ::-1])
+  corner = augment.crop_flip(image, np.array([[0, 0]]), np.array([False]))
+  # Reflected: the padded row/column 0 mirrors row/column 4 of the image.
+  assert corner[0, 0, 0, 0] == image[0, 4, 4, 0]
+  np.testing.assert_array_equal(corner[:, 4:, 4:], image[:, :2, :3])
+
+  # A key's crops and flips, against numpy's reflect padding.
+  images = np.random.default_rng(1).normal(size=(64, 6, 7, 2)).astype(
+      np.float32)
+  key = jax.random.PRNGKey(3)
+  offsets, flips = map(np.asarray, augment.draw(key, 64))
+  assert flips.any() and not flips.all()
+  assert offsets.min() == 0 and offsets.max() == 2 * augment.PAD
+  got = np.asarray(augment.random_crop_flip(key, images))
+  padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+  for i, ((y, x), flip) in enumerate(zip(offsets, flips)):
+    want = padded[i, y:y + 6, x:x + 7]
+    np.testing.assert_array_equal(got[i], want[:, ::-1] if flip else want)
+
+
+def test_both_placements_augment_a_feed_alike():
+  host, device = _train_data("host", True), _train_data("device", True)
+  device_feed = next(device.epoch([0], 1))
+  rows = np.asarray(device.resident["image"][0])
+  labels = np.asarray(device.resident["label"][0])
+  indices = device_feed["indices"]
+  # The host feed of the same examples and augment_seed: the same batch.
+  host_feed = {"image": rows[indices], "label": labels[indices],
+               "augment_seed": device_feed["augment_seed"]}
+  from_device = _batches(device, device_feed)
+  np.testing.assert_array_equal(_batches(host, host_feed)["image"],
+                                from_device["image"])
+  assert not np.array_equal(from_device["image"], rows[indices])  # augmented
+  # The host epoch feeds raw batches with the device epoch's augment seeds.
+  host_feeds = list(host.epoch([0], 1))
+  np.testing.assert_array_equal(
+      [np.asarray(f["augment_seed"]) for f in host_feeds],
+      [f["augment_seed"] for f in device.epoch([0], 1)])
+  assert _are_rows_of(host_feeds[0]["image"], rows)
+
+
+def test_augmentation_follows_the_step_not_the_call():
+  data = _train_data("device", augment=True)
+  step0, step1 = list(data.epoch([0], 1))[:2]
+  np.testing.assert_array_equal(_batches(data, step0)["image"],
+                                _batches(data, step0)["image"])
+  # The same examples at another step, or on another device: other crops.
+  moved = dict(step0, augment_seed=step1["augment_seed"])
+  assert not np.array_equal(_batches(data, moved)["image"],
+                            _batches(data, step0)["image"])
+  same_everywhere = dict(step0, indices=np.tile(step0["indices"][:1], (8, 1)))
+  images = _batches(data, same_everywhere)["image"]
+  assert not all(np.array_equal(images[0], images[d]) for d in range(1, 8))
 
 
 def test_eval_batches_cover_every_example_once():

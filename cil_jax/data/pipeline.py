@@ -1,5 +1,5 @@
-"""tf.data pipelines: class filtering, remapping, shuffling, augmentation,
-batching into ``[devices, per_device, ...]``.
+"""tf.data pipelines: class filtering, remapping, shuffling, batching into
+``[devices, per_device, ...]``.
 
 Labels come out as output positions (``classes.label_map``). Training
 pipelines are rebuilt per epoch from a seed derived from ``(seed, epoch)``,
@@ -51,18 +51,15 @@ def epoch_seed(seed, epoch):
              .generate_state(1)[0])
 
 
-def train_epoch(base, *, batch_size, num_devices, seed, epoch, augment,
+def train_epoch(base, *, batch_size, num_devices, shuffle_seed,
                 shuffle_buffer, allowed_labels):
   """Numpy batches ``{"image": [D, B/D, ...], "label": [D, B/D]}`` for one
   epoch of this process; the last partial batch is dropped. Each batch is
   checked to hold only ``allowed_labels``."""
   process_batch = batch_size // jax.process_count()
   per_device = process_batch // num_devices
-  s = epoch_seed(seed, epoch)
-  ds = base.shuffle(shuffle_buffer, seed=s, reshuffle_each_iteration=False)
-  if augment:
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=s).batch(2)))
-    ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = base.shuffle(shuffle_buffer, seed=shuffle_seed,
+                    reshuffle_each_iteration=False)
   ds = ds.batch(process_batch, drop_remainder=True)
   ds = ds.map(lambda b: {k: tf.reshape(v, [num_devices, per_device,
                                            *v.shape[1:]])
@@ -81,13 +78,3 @@ def eval_batches(base, *, batch_size, num_devices):
     yield batches.pad_and_shard(batch["image"], batch["label"],
                                 process_batch, num_devices)
 
-
-def _augment(example, seed):
-  """Random 4-pixel-padded crop and horizontal flip (CIFAR standard)."""
-  image = example["image"]
-  height, width = image.shape[0], image.shape[1]
-  padded = tf.pad(image, [[4, 4], [4, 4], [0, 0]], mode="REFLECT")
-  image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
-  image = tf.image.stateless_random_flip_left_right(image, seed=seed[::-1])
-  image = tf.ensure_shape(image, [height, width, example["image"].shape[-1]])
-  return {"image": image, "label": example["label"]}

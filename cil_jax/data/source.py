@@ -24,6 +24,12 @@ AUGMENTED = ("cifar10", "cifar100")  # random crop (4 px padding) + flip
 _STATS_EXAMPLES = 10_000  # images used for the mean/std estimate
 # Splits up to this size (decoded, uint8) are held in memory as arrays.
 _ARRAYS_MAX_BYTES = 2 * 2**30
+# Without TFDS's in-memory cache of small datasets: every dataset we ask TFDS
+# for is read once (small splits become arrays; ``pipeline.filtered`` caches
+# what it keeps of a large one), so the cache would only hold a second copy,
+# and the statistics' ``take`` of the first examples (``cache().take(k)``)
+# made tf.data warn that the cache was discarded unread.
+_READ_CONFIG = tfds.ReadConfig(try_autocache=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +70,7 @@ class Source:
                   "test": self.config.test_split}[which]
     ds = self._builder.as_dataset(
         split=tfds.split_for_jax_process(split_name) if shard else split_name,
-        as_supervised=True, shuffle_files=False)
+        as_supervised=True, shuffle_files=False, read_config=_READ_CONFIG)
     return ds.map(lambda image, label: {"image": image,
                                         "label": tf.cast(label, tf.int32)})
 
@@ -102,7 +108,8 @@ class Source:
         return f["images"], f["labels"]
     batches = list(self._builder.as_dataset(
         split=tfds.split_for_jax_process(split_name), as_supervised=True,
-        shuffle_files=False).batch(8192).as_numpy_iterator())
+        shuffle_files=False, read_config=_READ_CONFIG).batch(
+            8192).as_numpy_iterator())
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches]).astype(np.int32)
     try:

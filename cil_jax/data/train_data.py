@@ -1,27 +1,30 @@
 """A step's training data, on the host (tf.data) or resident on the devices.
 
-Both give ``epoch(seed, epoch)`` (what to feed each step of an epoch) and
-``make_step(train_step)`` (the pmapped function that consumes it):
+Both placements give the same interface to the one pmapped train step
+(``train_step.pmap_train_step``): ``resident``, data placed on the devices
+once; ``epoch(seed, epoch)``, the *feeds* of an epoch's steps, pytrees with
+a leading ``[devices]`` axis; and ``batch_fn(resident, feed)``, the pure
+function that makes one device's batch inside the step and augments it
+(``augment.py``) when the dataset augments.
 
-- ``host``: a tf.data pipeline per epoch, prefetched to the devices; each
-  batch is checked on the host for old-class labels.
-- ``device``: the filtered, normalised split lives on every device; a step
-  receives only a ``[devices, per_device]`` index array and gathers (and
-  augments) its batch on device, so there is no per-step host work beyond
-  the dispatch. The labels are checked once, when the data is loaded.
+- ``host``: a tf.data pipeline per epoch, prefetched to the devices; a feed
+  is the batch itself, checked on the host for old-class labels.
+- ``device``: the filtered, normalised split lives on every device; a feed
+  is only a ``[devices, per_device]`` index array, gathered on device, so
+  there is no per-step host work beyond the dispatch. The labels are checked
+  once, when the data is loaded.
 """
 
 import itertools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
-from jax import lax
 from jax.experimental import multihost_utils
 
-from cil_jax import train_step as ts
+from cil_jax import parallel
+from cil_jax.data import augment as augment_lib
 from cil_jax.data import batches
 from cil_jax.data import pipeline
 
@@ -57,23 +60,28 @@ class HostTrainData:
 
   def __init__(self, base, num_examples, allowed, augment, batch_size,
                devices, shuffle_buffer):
-    self._base, self._allowed, self._augment = base, allowed, augment
+    self._base, self._allowed = base, allowed
     self._batch_size, self._devices = batch_size, devices
     self._shuffle_buffer = shuffle_buffer
     self.num_examples = num_examples
     self.steps_per_epoch = num_examples // (batch_size // jax.process_count())
     self.global_examples = num_examples
-
-  def make_step(self, train_step):
-    return ts.pmap_train_step(train_step)
+    self.resident = {}
+    self.batch_fn = _batch_fn(_fed_batch, augment)
 
   def epoch(self, seed, epoch):
-    return jax_utils.prefetch_to_device(itertools.islice(pipeline.train_epoch(
-        self._base, batch_size=self._batch_size,
-        num_devices=len(self._devices), seed=seed, epoch=epoch,
-        augment=self._augment, shuffle_buffer=self._shuffle_buffer,
-        allowed_labels=self._allowed), self.steps_per_epoch), 2,
-                                        self._devices)
+    """Per step: the batch ``image`` ``[devices, per_device, ...]`` and
+    ``label`` ``[devices, per_device]``, and its ``augment_seed``."""
+    num_devices = len(self._devices)
+    s = pipeline.epoch_seed(seed, epoch)
+    host_batches = pipeline.train_epoch(
+        self._base, batch_size=self._batch_size, num_devices=num_devices,
+        shuffle_seed=s, shuffle_buffer=self._shuffle_buffer,
+        allowed_labels=self._allowed)
+    feeds = (dict(batch, augment_seed=_augment_seeds(s, step, num_devices))
+             for step, batch in enumerate(itertools.islice(
+                 host_batches, self.steps_per_epoch)))
+    return jax_utils.prefetch_to_device(feeds, 2, self._devices)
 
 
 class DeviceTrainData:
@@ -91,59 +99,56 @@ class DeviceTrainData:
                          f"stale cil_jax_stats_*.json beside the dataset.")
     batches.check_labels(labels, allowed)
     self.num_examples = num_examples
-    self._augment, self._batch_size, self._devices = (
-        augment, batch_size // jax.process_count(), devices)
+    self._batch_size = batch_size // jax.process_count()
+    self._devices = devices
     self.steps_per_epoch = num_examples // self._batch_size
     self.global_examples = num_examples
-    self._data = ts.replicate({"image": images, "label": labels}, devices)
-
-  def make_step(self, train_step):
-    augment = self._augment
-
-    def step(state, teacher, data, feed, rng):
-      indices = feed["indices"]
-      batch = {"image": data["image"][indices], "label": data["label"][indices]}
-      if augment:
-        # Augmentation depends on the data order, not on the model's rng
-        # or state, so stacked members (cil_jax.members) share it.
-        seed = feed["augment_seed"]
-        key = jax.random.fold_in(jax.random.fold_in(
-            jax.random.PRNGKey(seed[0]), seed[1]),
-                                 lax.axis_index(ts.BATCH_AXIS))
-        batch["image"] = random_crop_flip(key, batch["image"])
-      return train_step(state, teacher, batch, rng)
-
-    pmapped = jax.pmap(step, axis_name=ts.BATCH_AXIS,
-                       in_axes=(0, 0, 0, 0, None), donate_argnums=(0,))
-    return lambda state, teacher, feed, rng: pmapped(
-        state, teacher, self._data, feed, rng)
+    self.resident = parallel.replicate({"image": images, "label": labels},
+                                       devices)
+    self.batch_fn = _batch_fn(_gathered_batch, augment)
 
   def epoch(self, seed, epoch):
     """Per step: ``indices`` ``[devices, per_device]`` into the resident
-    data, and ``augment_seed`` (epoch seed, step) for on-device augmentation."""
+    data, and the batch's ``augment_seed``."""
     s = pipeline.epoch_seed(seed, epoch)
     order = np.random.default_rng(s).permutation(
         self.num_examples).astype(np.int32)
     num_devices = len(self._devices)
-    for i in range(self.steps_per_epoch):
-      start = i * self._batch_size
+    for step in range(self.steps_per_epoch):
+      start = step * self._batch_size
       yield {
           "indices": order[start:start + self._batch_size].reshape(
               num_devices, -1),
-          "augment_seed": np.tile(np.array([s, i], np.uint32),
-                                  (num_devices, 1)),
+          "augment_seed": _augment_seeds(s, step, num_devices),
       }
 
 
-def random_crop_flip(rng, images):
-  """The device-side twin of ``pipeline._augment``: 4-pixel reflect-padded
-  random crop and random horizontal flip, per image."""
-  n, height, width, channels = images.shape
-  padded = jnp.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
-  k_y, k_x, k_flip = jax.random.split(rng, 3)
-  ys = jax.random.randint(k_y, (n,), 0, 9)
-  xs = jax.random.randint(k_x, (n,), 0, 9)
-  crops = jax.vmap(lambda img, y, x: lax.dynamic_slice(
-      img, (y, x, 0), (height, width, channels)))(padded, ys, xs)
-  flip = jax.random.bernoulli(k_flip, 0.5, (n,))
-  return jnp.where(flip[:, None, None, None], crops[:, :, ::-1], crops)
+def _augment_seeds(epoch_seed, step, num_devices):
+  """``[devices, 2]``: (epoch seed, step) for every device; each device
+  folds in its own index (``augment.device_key``)."""
+  return np.tile(np.array([epoch_seed, step], np.uint32), (num_devices, 1))
+
+
+def _fed_batch(resident, feed):
+  del resident  # host placement keeps nothing on the devices
+  return {"image": feed["image"], "label": feed["label"]}
+
+
+def _gathered_batch(resident, feed):
+  indices = feed["indices"]
+  return {"image": resident["image"][indices],
+          "label": resident["label"][indices]}
+
+
+def _batch_fn(select, augment):
+  """``batch_fn(resident, feed)``: this device's batch, by ``select``,
+  augmented if the dataset augments."""
+  if not augment:
+    return select
+
+  def batch_fn(resident, feed):
+    batch = select(resident, feed)
+    key = augment_lib.device_key(feed["augment_seed"])
+    return dict(batch, image=augment_lib.random_crop_flip(key, batch["image"]))
+
+  return batch_fn

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 # Data-parallel training reduces BatchNorm statistics over this pmap axis, so
 # a global batch split over devices normalises exactly like one device.
-BATCH_AXIS = "batch"
+from cil_jax.parallel import BATCH_AXIS
 
 
 class ResidualBlock(nn.Module):
