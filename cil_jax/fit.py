@@ -120,13 +120,14 @@ class _EpochLoop:
                           axis=0) for k in host_metrics[0]}
       seconds = time.perf_counter() - start
       timer.add("train_steps", seconds)
+      examples_per_s = (self.train_data.steps_per_epoch *
+                        self.config.train.batch_size / seconds)
       for i, member in enumerate(members):
         self._check_diverged(member, epoch, means["loss"][i], first_loss[i])
         print(f"{member.name} epoch {epoch:3d}/{epochs} loss "
               f"{means['loss'][i]:.4f} ce {means['ce'][i]:.4f} kd "
               f"{means['kd'][i]:.4f} train_acc {means['accuracy'][i]:.3f} "
-              f"({self.train_data.steps_per_epoch * self.config.train.batch_size / seconds:,.0f} ex/s)",
-              flush=True)
+              f"({examples_per_s:,.0f} ex/s)", flush=True)
       if (epoch % self.config.train.checkpoint_every_epochs == 0
           or epoch == epochs):
         host = parallel.unreplicate(state)
@@ -159,8 +160,9 @@ class _EpochLoop:
         f"at config.optim.learning_rate={self.config.optim.learning_rate:g} "
         f"({self.config.optim.name}, {self.config.optim.schedule} schedule). "
         f"Lower config.optim.learning_rate (or check the inputs for "
-        f"NaN/Inf); the last good checkpoint is kept in "
-        f"{member.checkpoint_dir} and a rerun resumes from it.")
+        f"NaN/Inf). Checkpoints of earlier epochs, if any, are kept in "
+        f"{member.checkpoint_dir}; a rerun with the same config resumes "
+        f"from them, and a changed learning rate needs a new --workdir.")
 
 
 def _restore(checkpoints, host_states):

@@ -14,17 +14,18 @@ import numpy as np
 import optax
 import pytest
 import tensorflow as tf
-from flax import jax_utils
 from flax import traverse_util
 
 from cil_jax import fit
-from cil_jax import methods
+from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import train_step as ts
 from cil_jax.data import train_data
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
-from configs import default
+from cil_jax import config_files
+
+default = config_files.from_checkout("default")
 
 NUM_OLD = 5
 NUM_CLASSES = 10
@@ -106,20 +107,27 @@ def shard(batch, num_devices):
 
 
 def replicate_state(host_state, devices):
-  return ts.replicate(host_state, devices)
+  return parallel.replicate(host_state, devices)
 
 
 def first_replica(tree):
-  return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+  return parallel.unreplicate(tree)
+
+
+def fed_batch(resident, feed):
+  """The data's ``batch_fn`` for batches fed whole (no augmentation)."""
+  del resident
+  return feed
 
 
 def run_steps(step_fn, host_state, teacher_variables, batches, devices):
   """Runs the pmapped step; returns the replicated state and host metrics."""
   state = replicate_state(host_state, devices)
-  teacher = jax_utils.replicate(teacher_variables, devices)
+  teacher = parallel.replicate(teacher_variables, devices)
   metrics = []
   for batch in batches:
-    state, step_metrics = step_fn(state, teacher, shard(batch, len(devices)),
+    state, step_metrics = step_fn(state, teacher, {},
+                                  shard(batch, len(devices)),
                                   jax.random.PRNGKey(0))
     metrics.append(jax.device_get(step_metrics))
   return state, metrics
@@ -149,7 +157,7 @@ def mlp(mlp_models):
 @pytest.fixture(scope="module")
 def mlp_step_8(mlp):
   """One pmapped mlp step (kd_form 'full'), shared so it compiles once."""
-  return ts.pmap_train_step(mlp.per_device_step())
+  return ts.pmap_train_step(mlp.per_device_step(), fed_batch)
 
 
 def test_session_has_eight_cpu_devices():
@@ -163,7 +171,7 @@ def test_eight_devices_match_one_device(request, models_fixture):
   batches = make_batches(3)
   results = {}
   for num_devices in (1, 8):
-    step_fn = ts.pmap_train_step(training.per_device_step("full"))
+    step_fn = ts.pmap_train_step(training.per_device_step("full"), fed_batch)
     state, metrics = run_steps(step_fn, training.host_state(eps=0.5),
                                models.teacher_variables, batches,
                                jax.local_devices()[:num_devices])
@@ -206,17 +214,18 @@ def test_step_compiles_once_per_shape(mlp):
     traces.append(batch["image"].shape)
     return mlp.per_device_step()(state, teacher, batch, rng)
 
-  step_fn = ts.pmap_train_step(chex.assert_max_traces(counted_step, n=1))
+  step_fn = ts.pmap_train_step(chex.assert_max_traces(counted_step, n=1),
+                               fed_batch)
   devices = jax.local_devices()
   state = replicate_state(mlp.host_state(eps=0.5), devices)
-  teacher = jax_utils.replicate(mlp.models.teacher_variables, devices)
+  teacher = parallel.replicate(mlp.models.teacher_variables, devices)
   losses = []
   for i, batch in enumerate(make_batches(4, seed=3)):
     if i == 2:  # Another eps is another value, not another program.
       state = state.replace(hparams=replicate_state(
           {"eps": np.float32(0.9), "kd_temperature": np.float32(4.0)},
           devices))
-    state, metrics = step_fn(state, teacher, shard(batch, 8),
+    state, metrics = step_fn(state, teacher, {}, shard(batch, 8),
                              jax.random.PRNGKey(100 + i))
     losses.append(float(metrics["loss"][0]))
   assert traces == [(4, *IMAGE_SHAPE)]
@@ -226,47 +235,42 @@ def test_step_compiles_once_per_shape(mlp):
   # The guard is live: another per-device batch size is a second trace.
   smaller = shard(make_batches(1, seed=4, size=16)[0], 8)
   with pytest.raises(AssertionError, match="traced > 1 times"):
-    step_fn(state, teacher, smaller, jax.random.PRNGKey(0))
+    step_fn(state, teacher, {}, smaller, jax.random.PRNGKey(0))
   assert traces == [(4, *IMAGE_SHAPE)]  # chex refused before the body ran
   chex.clear_trace_counter()
 
 
 @pytest.mark.parametrize("vmap", [False, True])
-def test_fit_compiles_the_step_once(mlp_models, tmp_path, monkeypatch, vmap):
+def test_fit_compiles_the_step_once(mlp, tmp_path, vmap):
   # Two members (eps 0.5 and 0.2) share one compiled step, in turn or
-  # vmapped.
+  # vmapped: the per-device step is traced once.
   traces = []
-  pmap_train_step = ts.pmap_train_step
+  step = mlp.per_device_step()
 
-  def counting_pmap(step):
-    def counted_step(*args):
-      traces.append(args[2]["image"].shape)
-      return step(*args)
-    return pmap_train_step(counted_step)
+  def counted_step(state, teacher, batch, rng):
+    traces.append(batch["image"].shape)
+    return step(state, teacher, batch, rng)
 
-  monkeypatch.setattr(ts, "pmap_train_step", counting_pmap)
   config = default.get_config()
-  config.optim.name = "sgd"
-  config.optim.learning_rate = 0.1
   config.train.batch_size = GLOBAL_BATCH
   config.train.epochs = 2
   config.train.checkpoint_every_epochs = 2
   data = make_batches(1, seed=9, size=2 * GLOBAL_BATCH)[0]
+  models = mlp.models
   members = [fit.Member(
-      variables=mlp_models.variables, eps=eps, kd_temperature=2.0,
-      teacher_variables=mlp_models.teacher_variables,
+      variables=models.variables, eps=eps, kd_temperature=2.0,
+      teacher_variables=models.teacher_variables,
       checkpoint_dir=str(tmp_path / f"checkpoints_{eps}"), name=f"fit {eps}")
              for eps in (0.5, 0.2)]
   trained = fit.fit(
-      student=mlp_models.student, teacher=mlp_models.teacher,
-      method=methods.Method("eps_kd", 0.5, kd_temperature=2.0),
-      members=members, num_old=NUM_OLD, train_data=train_data.HostTrainData(
+      train_step=counted_step, tx=mlp.tx, members=members,
+      train_data=train_data.HostTrainData(
           tf.data.Dataset.from_tensor_slices(data), 2 * GLOBAL_BATCH,
           allowed=range(NUM_OLD, NUM_CLASSES), augment=False,
           batch_size=GLOBAL_BATCH, devices=jax.local_devices(),
           shuffle_buffer=64),
-      config=config, devices=jax.local_devices(), rng=jax.random.PRNGKey(0),
-      data_seed=[0], vmap=vmap)
+      config=config, devices=jax.local_devices(),
+      dropout_key=jax.random.PRNGKey(0), data_seed=(0,), vmap=vmap)
   assert traces == [(4, *IMAGE_SHAPE)]
   # Two different runs came back, each with its own final checkpoint.
   kernels = [t["params"]["head"]["kernel"] for t in trained]
@@ -279,10 +283,10 @@ def test_teacher_is_an_input_never_state(mlp, mlp_step_8):
   host_state = mlp.host_state(eps=0.5)
   devices = jax.local_devices()
   teacher_host = jax.tree.map(np.array, mlp.models.teacher_variables)
-  teacher = jax_utils.replicate(mlp.models.teacher_variables, devices)
+  teacher = parallel.replicate(mlp.models.teacher_variables, devices)
   state = replicate_state(host_state, devices)
   for batch in make_batches(3, seed=5):
-    state, metrics = mlp_step_8(state, teacher, shard(batch, 8),
+    state, metrics = mlp_step_8(state, teacher, {}, shard(batch, 8),
                                 jax.random.PRNGKey(0))
   assert float(metrics["kd"][0]) > 0.1  # the teacher was used
 
@@ -345,7 +349,7 @@ def test_eps_endpoints_are_pure_ce_and_pure_kd(mlp, mlp_step_8, eps):
 
 def test_head_preset_freezes_the_resnet_backbone_and_statistics(resnet_models):
   training = Training(resnet_models, preset="head")
-  step_fn = ts.pmap_train_step(training.per_device_step())
+  step_fn = ts.pmap_train_step(training.per_device_step(), fed_batch)
   start = jax.tree.map(np.array, resnet_models.variables)
   state, metrics = run_steps(step_fn, training.host_state(eps=0.5),
                              resnet_models.teacher_variables,
