@@ -10,6 +10,7 @@ class sequence, the base classifier C_A, start-up and compiled programs.
 
 import copy
 
+
 def is_member_key(key):
   return key == "methods" or key.startswith("eps_kd.")
 
@@ -21,21 +22,20 @@ def apply(config, overrides):
   them. Unknown keys and ill-typed values raise, naming the key.
   """
   config = copy.deepcopy(config)
+  was_locked = config.is_locked
+  config.lock()  # so that an unknown key raises instead of being added
   for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split(".")
     try:
-      for parent in parents:
-        target = target[parent]
-      if leaf not in target:
-        raise KeyError(leaf)
-      target[leaf] = _as_tuples(value)
+      # One key at a time, so that an error names the key that caused it.
+      config.update_from_flattened_dict({key: _as_tuples(value)})
     except (KeyError, AttributeError):
       raise ValueError(f"Override {key}={value!r}: the config has no key "
                        f"{key!r}.") from None
     except TypeError as e:
       raise ValueError(f"Override {key}={value!r} has the wrong type for "
                        f"the config: {e}") from None
+  if not was_locked:
+    config.unlock()
   return config
 
 

@@ -2,31 +2,30 @@
 
   python -m cil_jax.summarize --out docs/x.md RUNS_DIR [--base_config configs/x.py]
 
-Every ``results.json`` under RUNS_DIR is one run. Runs whose paths differ
+Every ``results.json`` under RUNS_DIR is one run (of ``cil_jax.main``;
+sweeps have ``python -m cil_jax.sweep.aggregate``). Runs whose paths differ
 only in a ``seed_<n>`` component are seeds of one setting. Each row gives
 the final old/new/all accuracy, average incremental accuracy and forgetting
-as mean ± standard deviation over seeds (in %), and the command-line
-overrides that reproduce it, relative to ``--base_config``.
+as mean ± standard deviation over seeds (in %, ``cil_jax.sweep.seeds``), and
+the command-line overrides that reproduce it, relative to ``--base_config``.
 """
 
-import importlib.util
 import json
 import os
 import re
 import shlex
-import sys
 
 import numpy as np
 from absl import app
 from absl import flags
 
+from cil_jax import config_files
+from cil_jax import jsonio
+from cil_jax.sweep import seeds
+
 _OUT = flags.DEFINE_string("out", None, "Markdown file to write.")
 _BASE = flags.DEFINE_string("base_config", "configs/fashion_mnist.py",
                             "Config file the runs were launched from.")
-
-METRICS = ("final_acc_old", "final_acc_new", "final_acc_all",
-           "average_incremental_accuracy", "forgetting")
-HEADERS = ("old", "new", "all", "avg. inc.", "forgetting")
 
 
 def collect(runs_dir):
@@ -37,10 +36,9 @@ def collect(runs_dir):
       continue
     rel = os.path.relpath(root, runs_dir)
     setting = re.sub(r"(^|/)seed_\d+(?=/|$)", r"\1seed_*", rel)
-    with open(os.path.join(root, "results.json")) as f:
-      results = json.load(f)
-    with open(os.path.join(root, "config.json")) as f:
-      configs.setdefault(setting, []).append(json.load(f))
+    results = jsonio.read_json(os.path.join(root, "results.json"))
+    configs.setdefault(setting, []).append(
+        jsonio.read_json(os.path.join(root, "config.json")))
     for method, r in results["methods"].items():
       settings.setdefault(setting, {}).setdefault(method, []).append(r)
   return settings, configs
@@ -67,8 +65,8 @@ def markdown(settings, configs, base, base_config="CONFIG", runs_dir=None):
   lines = []
   for setting, methods in settings.items():
     cfgs = configs[setting]
-    seeds = sorted(c["seed"] for c in cfgs)
-    seed_set = "{" + ",".join(map(str, seeds)) + "}"
+    seed_ids = sorted(c["seed"] for c in cfgs)
+    seed_set = "{" + ",".join(map(str, seed_ids)) + "}"
     workdir = os.path.join("RUNS", setting.replace("seed_*",
                                                    f"seed_{seed_set}"))
     command = " ".join(
@@ -77,18 +75,15 @@ def markdown(settings, configs, base, base_config="CONFIG", runs_dir=None):
     if runs_dir:
       command = command.replace(os.path.abspath(runs_dir), "RUNS")
     command = re.sub(r"seed_\d+(?=/)", f"seed_{seed_set}", command)
-    lines += [f"### {setting} (seeds {', '.join(map(str, seeds))})", "",
+    lines += [f"### {setting} (seeds {', '.join(map(str, seed_ids))})", "",
               "`" + command + "`", "",
-              "| method | " + " | ".join(HEADERS) + " |",
-              "|---|" + "---:|" * len(HEADERS)]
+              "| method | " + " | ".join(seeds.HEADERS) + " |",
+              "|---|" + "---:|" * len(seeds.HEADERS)]
     for method, runs in methods.items():
-      cells = [_mean_std([r[m] for r in runs]) for m in METRICS]
+      cells = seeds.cells(seeds.stats(runs))
       lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    matrices = [np.array([row + [np.nan] * (len(r["accuracy_matrix"]) -
-                                            len(row))
-                          for row in r["accuracy_matrix"]])
-                for runs in methods.values() for r in runs]
-    if matrices[0].shape[0] > 2:
+    num_steps = len(next(iter(methods.values()))[0]["accuracy_matrix"])
+    if num_steps > 2:  # with two steps the table above says it all
       lines += ["", "Accuracy matrices (mean over seeds, %; row t = after "
                 "step t, column j = group j):", ""]
       for method, runs in methods.items():
@@ -105,33 +100,23 @@ def _square(matrix):
   return [row + [np.nan] * (n - len(row)) for row in matrix]
 
 
-def _mean_std(values):
-  values = [v for v in values if v is not None]
-  if not values:
-    return "-"
-  return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
-
-
 def _literal(value):
   return value if isinstance(value, str) else repr(value).replace(" ", "")
-
-
-def _load_base(path):
-  spec = importlib.util.spec_from_file_location("base_config", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(path))))
-  spec.loader.exec_module(module)
-  return json.loads(module.get_config().to_json())
 
 
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("Give exactly one RUNS_DIR.")
-  settings, configs = collect(argv[1])
+  try:
+    base = json.loads(config_files.load(_BASE.value).get_config().to_json())
+    settings, configs = collect(argv[1])
+  except (FileNotFoundError, ValueError) as e:  # no base config; damaged file
+    raise app.UsageError(str(e)) from None
   if not settings:
-    raise SystemExit(f"No results.json under {argv[1]}.")
-  text = markdown(settings, configs, _load_base(_BASE.value), _BASE.value,
-                  argv[1])
+    raise app.UsageError(
+        f"No results.json under {argv[1]}: give a directory holding runs of "
+        f"python -m cil_jax.main (each run's workdir gets a results.json).")
+  text = markdown(settings, configs, base, _BASE.value, argv[1])
   with open(_OUT.value, "w") as f:
     f.write(text)
   print(text)

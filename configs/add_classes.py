@@ -10,7 +10,9 @@ metadata; ``classes.groups`` lists only the new groups. ``config.model``
 must describe the teacher's architecture.
 """
 
-from configs import default
+from cil_jax import config_files
+
+default = config_files.sibling(__file__, "default")
 
 
 def get_config():

@@ -5,7 +5,9 @@ random crop + flip.
   python -m cil_jax.main --config configs/cifar10.py --workdir DIR
 """
 
-from configs import default
+from cil_jax import config_files
+
+default = config_files.sibling(__file__, "default")
 
 
 def get_config():

@@ -5,7 +5,9 @@ iCaRL/PyCIL.
   python -m cil_jax.main --config configs/cifar100.py --workdir DIR
 """
 
-from configs import cifar10
+from cil_jax import config_files
+
+cifar10 = config_files.sibling(__file__, "cifar10")
 
 
 def get_config():

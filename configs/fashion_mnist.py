@@ -5,7 +5,9 @@ download): classes 0-4, then 5-9, with an MLP 784-400-400.
 Other splits: --config.classes.groups="((0,1,2,3,4,5,6,7,8),(9,))"
 """
 
-from configs import default
+from cil_jax import config_files
+
+default = config_files.sibling(__file__, "default")
 
 
 def get_config():

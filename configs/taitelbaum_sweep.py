@@ -2,9 +2,11 @@
 after adding 10-k classes to a k-class classifier, over layer presets and
 eps, with finetune and joint as references.
 
-  python -m launch.sweep --config configs/taitelbaum_sweep.py --workdir DIR
-  python -m launch.aggregate --workdir DIR
-  python -m launch.taitelbaum_figure --workdir DIR --out docs/taitelbaum
+  python -m cil_jax.sweep --config configs/taitelbaum_sweep.py --workdir DIR
+  python -m cil_jax.sweep.aggregate --workdir DIR
+  python docs/taitelbaum/figure.py --workdir DIR --out docs/taitelbaum
+
+(``bash launch/taitelbaum_sweep.sh`` runs them and updates docs/taitelbaum.)
 
 The full grid of the issue: k = 2..9 original classes, five layer presets,
 six eps values, three seeds (720 eps-KD runs and 48 reference runs). The
@@ -13,8 +15,10 @@ eps-KD members and the references share its process (vmapped per preset on
 accelerators, in turn on CPU).
 """
 
-from configs import fashion_mnist
-from launch import grid
+from cil_jax import config_files
+from cil_jax.sweep import grid
+
+fashion_mnist = config_files.sibling(__file__, "fashion_mnist")
 
 PRESETS = ("all", "last_k", "head", "new_rows", "adapter")
 ORIGINAL = (2, 3, 4, 5, 6, 7, 8, 9)  # k original classes; m = 10 - k new ones

@@ -1,7 +1,9 @@
 """Small configs for end-to-end tests."""
 
+from cil_jax import config_files
 from cil_jax import overrides as config_overrides
-from configs import default
+
+default = config_files.from_checkout("default")
 
 
 def small_config(**overrides):

@@ -15,7 +15,9 @@ from cil_jax.data import digits
 from cil_jax.data import pipeline
 from cil_jax.data import source
 from cil_jax.data import train_data
-from configs import default
+from cil_jax import config_files
+
+default = config_files.from_checkout("default")
 
 
 def test_digits_split_is_fixed_and_stratified():

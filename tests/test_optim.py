@@ -6,7 +6,9 @@ import optax
 import pytest
 
 from cil_jax import optim
-from configs import default
+from cil_jax import config_files
+
+default = config_files.from_checkout("default")
 
 
 def _config(**overrides):

@@ -1,5 +1,5 @@
 """The sweep launcher end to end on tiny digits runs: local pool, failures,
-resume, aggregation, and Ray on a local instance."""
+resume, aggregation, Ray on a local instance, and bad input refused."""
 
 import json
 import os
@@ -9,15 +9,16 @@ import textwrap
 
 import pytest
 
-from launch import grid
-from launch import sweep
-from launch import table
+from cil_jax.sweep import grid
+from cil_jax.sweep import tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SWEEP_CONFIG = textwrap.dedent("""
-    from configs import default
-    from launch import grid
+    from cil_jax import config_files
+    from cil_jax.sweep import grid
+
+    default = config_files.from_checkout("default")
 
 
     def get_config():
@@ -70,10 +71,13 @@ def test_grid_product_zip_concat_and_names():
 
 
 def _sweep(config_path, workdir, *extra):
-  return subprocess.run(
-      [sys.executable, "-m", "launch.sweep", "--config", str(config_path),
-       "--workdir", str(workdir), *extra], cwd=ROOT, capture_output=True,
-      text=True, timeout=600)
+  return _cli("cil_jax.sweep", "--config", str(config_path), "--workdir",
+              str(workdir), *extra)
+
+
+def _cli(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +108,8 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
       second.stdout)
   assert os.path.getmtime(workdir / "eps=0.2_seed=0" / "results.json") == mtime
 
-  subprocess.run(
-      [sys.executable, "-m", "launch.aggregate", "--workdir", str(workdir)],
-      cwd=ROOT, capture_output=True, text=True, check=True)
+  aggregate = _cli("cil_jax.sweep.aggregate", "--workdir", str(workdir))
+  assert aggregate.returncode == 0, aggregate.stderr[-2000:]
   summary = (workdir / "summary.md").read_text()
   # 2 methods, each over the 2 seeds; the failed run listed.
   assert summary.count("| 2 |") == 2
@@ -115,13 +118,16 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
     assert len(f.readlines()) == 1 + 2 * 2
 
   # The same file with another get_config() must not mix with these runs.
+  record = (workdir / "sweep.json").read_bytes()
   sweep_config.write_text(SWEEP_CONFIG.replace("epochs = 2", "epochs = 3"))
   try:
     refused = _sweep(sweep_config, workdir)
   finally:
     sweep_config.write_text(SWEEP_CONFIG)
   assert refused.returncode != 0
-  assert "get_config() changed since the runs" in refused.stderr
+  assert "get_config() differs" in refused.stderr
+  assert "Traceback" not in refused.stderr
+  assert (workdir / "sweep.json").read_bytes() == record
 
 
 def test_runs_group_by_everything_but_member_keys_and_split_for_workers():
@@ -129,10 +135,10 @@ def test_runs_group_by_everything_but_member_keys_and_split_for_workers():
   runs["finetune"] = {"seed": 0, "methods": "finetune"}
   runs["seed1"] = {"seed": 1, "eps_kd.eps": "0.1"}
   runs["groups"] = {"seed": 0, "classes.groups": ((0,), (1,))}
-  assert sweep.group_runs(runs, 1) == [
+  assert tasks.group_runs(runs, 1) == [
       ["eps0", "eps1", "eps2", "eps3", "eps4", "finetune"], ["seed1"],
       ["groups"]]
-  split = sweep.group_runs(runs, 5)
+  split = tasks.group_runs(runs, 5)
   assert sorted(map(len, split)) == [1, 1, 1, 2, 3]
   assert sorted(sum(split, [])) == sorted(runs)
 
@@ -179,21 +185,65 @@ def test_ray_backend_on_a_local_instance(sweep_config, tmp_path):
     assert list(json.load(f)) == ["eps=2.0"]
 
 
-def test_summary_and_plot_of_synthetic_rows(tmp_path):
-  rows = [{"run": f"r{eps}{seed}", "seed": seed, "eps_kd.eps": eps,
-           "method": "eps_kd", "final_acc_old": 0.5, "final_acc_new": 0.5,
-           "final_acc_all": acc, "average_incremental_accuracy": acc,
-           "forgetting": None}
-          for eps, seed, acc in [(0.2, 0, 0.6), (0.2, 1, 0.8), (0.8, 0, 0.5),
-                                 (0.8, 1, 0.5)]]
-  summary = table.summarise(rows)
-  assert [(e["eps_kd.eps"], e["seeds"]) for e in summary] == [(0.2, 2),
-                                                              (0.8, 2)]
-  assert summary[0]["final_acc_all_mean"] == pytest.approx(0.7)
-  assert summary[0]["final_acc_all_std"] == pytest.approx(0.1)
-  assert summary[0]["forgetting_mean"] is None
-  assert "| 0.2 | eps_kd | 2 | 50.0 ± 0.0 | 50.0 ± 0.0 | 70.0 ± 10.0 |" in (
-      table.markdown(summary, []))
-  paths = table.plot(summary, str(tmp_path))
-  assert [os.path.basename(p) for p in paths] == ["eps_kd.eps.png"]
-  assert os.path.getsize(paths[0]) > 10_000
+def _snapshot(path):
+  """Every path under ``path`` with its bytes: to show nothing was written."""
+  return {str(p): p.read_bytes() if p.is_file() else None
+          for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("case, config, extra, words", [
+    ("missing config", "{tmp}/nope.py", [],
+     ["nope.py: no such file", "get_sweep()"]),
+    ("config without get_sweep", "{tmp}/no_sweep.py", [],
+     ["no_sweep.py has no get_sweep()", "cil_jax/sweep/grid.py"]),
+    ("filter matching nothing", "{cfg}", ["--filter=^zzz"],
+     ["--filter='^zzz' matches none of the 3 runs", "--dry_run"]),
+    ("invalid filter", "{cfg}", ["--filter=eps=(0"],
+     ["not a valid regular expression", "fix or quote it"]),
+    ("workdir is a file", "{cfg}", [], ["sweep is a file; give a directory"]),
+])
+def test_sweep_refuses_bad_input_and_writes_nothing(
+    case, config, extra, words, sweep_config, tmp_path):
+  (tmp_path / "no_sweep.py").write_text("def get_config():\n  return None\n")
+  if case == "workdir is a file":
+    (tmp_path / "sweep").write_text("not a directory")
+  before = _snapshot(tmp_path)
+  result = _sweep(config.format(tmp=tmp_path, cfg=sweep_config),
+                  tmp_path / "sweep", *extra)
+  assert result.returncode != 0, case
+  assert "Traceback" not in result.stderr, result.stderr
+  for word in words:
+    assert word in result.stderr, (case, result.stderr)
+  assert _snapshot(tmp_path) == before, case
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", ["not_a_sweep does not exist: expected a sweep directory",
+                 "python -m cil_jax.sweep --config CONFIG"]),
+    ("empty", ["not_a_sweep has no sweep.json: expected a sweep directory",
+               "Run the sweep first"]),
+    ("damaged", ["sweep.json is damaged (not valid JSON",
+                 "delete it and rerun python -m cil_jax.sweep"]),
+])
+def test_aggregate_refuses_a_directory_without_a_sweep(case, words, tmp_path):
+  workdir = tmp_path / "not_a_sweep"
+  if case != "missing":
+    workdir.mkdir()
+  if case == "damaged":
+    (workdir / "sweep.json").write_text('{"runs": {')
+  before = _snapshot(tmp_path)
+  result = _cli("cil_jax.sweep.aggregate", "--workdir", str(workdir))
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr, result.stderr
+  for word in words:
+    assert word in result.stderr, (case, result.stderr)
+  assert _snapshot(tmp_path) == before
+
+
+def test_dry_run_lists_commands_and_writes_nothing(sweep_config, tmp_path):
+  workdir = tmp_path / "sweep"
+  result = _sweep(sweep_config, workdir, "--dry_run", "--grouping=none")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "3 runs in" in result.stdout
+  assert result.stdout.count("cil_jax.main --config") == 3
+  assert not workdir.exists()

@@ -17,9 +17,11 @@ from cil_jax.data import fashion_mnist
 from cil_jax.data import pipeline
 from cil_jax.data import source
 from cil_jax.data import train_data
-from configs import cifar10
-from configs import cifar100
-from configs import fashion_mnist as fashion_mnist_config
+from cil_jax import config_files
+
+cifar10 = config_files.from_checkout("cifar10")
+cifar100 = config_files.from_checkout("cifar100")
+fashion_mnist_config = config_files.from_checkout("fashion_mnist")
 
 
 @pytest.mark.parametrize("get_config, num_classes", [

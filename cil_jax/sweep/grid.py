@@ -1,7 +1,10 @@
 """Sweep grids: lists of ``{config_key: value}`` override dicts.
 
 Build them in a config file's ``get_sweep()`` from axes, crossed, zipped or
-concatenated (in the spirit of big_vision's ``get_hyper``)::
+concatenated (in the spirit of big_vision's ``get_hyper``); a config depends
+on this module, not on the launcher that runs the grid::
+
+  from cil_jax.sweep import grid
 
   def get_sweep():
     return grid.product(grid.axis("seed", [0, 1, 2]),

@@ -1,5 +1,5 @@
-"""Rows, seed summaries, tables and plots of a sweep's results (no flags:
-``launch.aggregate`` is the command line)."""
+"""A sweep's results as rows, tables and plots (no flags:
+``python -m cil_jax.sweep.aggregate`` is the command line)."""
 
 import collections
 import csv
@@ -9,50 +9,32 @@ import os
 import matplotlib
 import numpy as np
 
+from cil_jax import jsonio
+from cil_jax.sweep import record
+from cil_jax.sweep import seeds
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-METRICS = ("final_acc_old", "final_acc_new", "final_acc_all",
-           "average_incremental_accuracy", "forgetting")
-_MAX_LINES = 12
+_MAX_LINES = 12  # curves per plot; more are unreadable
 
 
 def load_rows(sweep_dir):
   """One row per (run, method): the run's overrides plus its metrics; and
   the names of runs without results."""
-  with open(os.path.join(sweep_dir, "sweep.json")) as f:
-    runs = json.load(f)["runs"]
   rows, missing = [], []
-  for name, overrides in sorted(runs.items()):
+  for name, overrides in sorted(record.read_runs(sweep_dir).items()):
     path = os.path.join(sweep_dir, name, "results.json")
     if not os.path.exists(path):
       missing.append(name)
       continue
-    with open(path) as f:
-      results = json.load(f)
+    results = jsonio.read_json(
+        path, fix=f"delete it to have the sweep recompute run {name} from "
+        f"its checkpoints")
     for method, r in results["methods"].items():
       rows.append({"run": name, **{k: _cell(v) for k, v in overrides.items()},
-                   "method": method, **{m: r[m] for m in METRICS}})
+                   "method": method, **{m: r[m] for m in seeds.METRICS}})
   return rows, missing
-
-
-def summarise(rows):
-  """Mean/std/count of each metric over seeds, per setting and method."""
-  groups = collections.OrderedDict()
-  for row in rows:
-    key = tuple((k, v) for k, v in row.items()
-                if k not in METRICS and k not in ("run", "seed"))
-    groups.setdefault(key, []).append(row)
-  summary = []
-  for key, members in groups.items():
-    entry = dict(key)
-    entry["seeds"] = len(members)
-    for m in METRICS:
-      values = [r[m] for r in members if r[m] is not None]
-      entry[f"{m}_mean"] = float(np.mean(values)) if values else None
-      entry[f"{m}_std"] = float(np.std(values)) if values else None
-    summary.append(entry)
-  return summary
 
 
 def write_csv(path, rows):
@@ -65,12 +47,10 @@ def write_csv(path, rows):
 
 def markdown(summary, missing):
   keys = _setting_keys(summary) + ["seeds"]
-  lines = ["| " + " | ".join(keys + ["old", "new", "all", "avg. inc.",
-                                     "forgetting"]) + " |",
-           "|" + "---|" * len(keys) + "---:|" * 5]
+  lines = ["| " + " | ".join(keys + list(seeds.HEADERS)) + " |",
+           "|" + "---|" * len(keys) + "---:|" * len(seeds.HEADERS)]
   for entry in summary:
-    cells = [str(entry.get(k, "")) for k in keys] + [
-        _pct(entry[f"{m}_mean"], entry[f"{m}_std"]) for m in METRICS]
+    cells = [str(entry.get(k, "")) for k in keys] + seeds.cells(entry)
     lines.append("| " + " | ".join(cells) + " |")
   if missing:
     lines += ["", f"Unfinished runs ({len(missing)}): " + ", ".join(missing)]
@@ -127,7 +107,3 @@ def _is_number(value):
     return not isinstance(value, bool)
   except (TypeError, ValueError):
     return False
-
-
-def _pct(mean, std):
-  return "-" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"

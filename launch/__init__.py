@@ -1,1 +1,0 @@
-"""Sweeps over cil_jax configs: grids, a launcher, aggregation."""
