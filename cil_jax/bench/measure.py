@@ -1,0 +1,99 @@
+"""The timed measurements of one model's ``Setup``: the train step on
+pre-staged batches, its input pipelines, and sweep members in one program
+against one run after another."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from cil_jax import members
+from cil_jax import parallel
+from cil_jax import train_step as ts
+from cil_jax.bench.setup import GLOBAL_BATCH
+from cil_jax.bench.setup import NUM_CLASSES
+from cil_jax.bench.setup import NUM_OLD
+from cil_jax.bench.setup import RNG
+from cil_jax.bench.setup import stage
+from cil_jax.bench.setup import staged_batch
+from cil_jax.data import train_data
+
+
+def timed_steps(step_fn, state, teacher, resident, feeds, rng, warmup):
+  """One step per feed; mean seconds of the steps after ``warmup``."""
+  feeds = iter(feeds)
+  for _ in range(warmup):
+    state, _ = step_fn(state, teacher, resident, next(feeds), rng)
+  jax.block_until_ready(state)
+  start, count = time.perf_counter(), 0
+  for feed in feeds:
+    state, metrics = step_fn(state, teacher, resident, feed, rng)
+    count += 1
+  jax.block_until_ready((state, metrics))
+  return (time.perf_counter() - start) / count
+
+
+def throughput(setup, devices, data, settings):
+  """Compile time and steady-state speed on pre-staged device batches."""
+  step_fn = ts.pmap_train_step(setup.step, staged_batch)
+  state = setup.state(devices)
+  teacher = setup.replicated_teacher(devices)
+  staged = stage(data, devices)
+  start = time.perf_counter()
+  step_fn.lower(state, teacher, {}, staged[0], RNG).compile()
+  compile_s = time.perf_counter() - start
+  step_s = timed_steps(step_fn, state, teacher, {}, staged, RNG,
+                       settings.warmup)
+  return {"compile_s": compile_s, "step_ms": 1e3 * step_s,
+          "steps_per_s": 1 / step_s, "examples_per_s": GLOBAL_BATCH / step_s}
+
+
+def input_pipelines(setup, devices, data, augment, settings):
+  """Step time fed by tf.data on the host and by on-device gathers, each
+  through its data's own ``batch_fn`` (augmenting if ``augment``)."""
+  base = tf.data.Dataset.from_tensor_slices(data)
+  num_examples = len(data["label"])
+  teacher = setup.replicated_teacher(devices)
+  result = {}
+  for cls in (train_data.HostTrainData, train_data.DeviceTrainData):
+    train = cls(base, num_examples, range(NUM_OLD, NUM_CLASSES), augment,
+                GLOBAL_BATCH, devices, shuffle_buffer=num_examples)
+    step_s = timed_steps(ts.pmap_train_step(setup.step, train.batch_fn),
+                         setup.state(devices), teacher, train.resident,
+                         train.epoch([0], 1), RNG, settings.warmup)
+    result[f"{train.mode}_ms"] = 1e3 * step_s
+  return result
+
+
+def members_vs_sequential(setup, devices, data, settings):
+  """H members (eps from 0 to 1) in one vmapped program against H runs one
+  after another, each trained ``warmup + steps`` steps; end to end includes
+  compiling, as every ``pmap_train_step`` is a new program."""
+  num = settings.members
+  teacher = setup.replicated_teacher(devices)
+  staged = stage(data, devices)
+  eps = np.linspace(0.0, 1.0, num)
+
+  start = time.perf_counter()
+  step_fn = ts.pmap_train_step(members.make_members_step(setup.step),
+                               staged_batch)
+  stacked = members.stack_states([setup.host_state(e) for e in eps])
+  vmapped_s = timed_steps(
+      step_fn, parallel.replicate(stacked, devices), teacher, {}, staged,
+      jnp.stack([jax.random.PRNGKey(i) for i in range(num)]), settings.warmup)
+  vmapped_e2e_s = time.perf_counter() - start
+
+  start = time.perf_counter()
+  step_fn = ts.pmap_train_step(setup.step, staged_batch)
+  sequential_s = [
+      timed_steps(step_fn, setup.state(devices, e), teacher, {}, staged,
+                  jax.random.PRNGKey(i), settings.warmup)
+      for i, e in enumerate(eps)]
+  sequential_e2e_s = time.perf_counter() - start
+  return {"members": num,
+          "vmapped_ms_per_member": 1e3 * vmapped_s / num,
+          "sequential_ms_per_member": 1e3 * float(np.mean(sequential_s)),
+          "vmapped_e2e_s": vmapped_e2e_s,
+          "sequential_e2e_s": sequential_e2e_s}
