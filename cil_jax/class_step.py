@@ -24,6 +24,7 @@ from cil_jax import fit
 from cil_jax import methods
 from cil_jax import step_build
 from cil_jax import step_outputs
+from cil_jax import timer
 from cil_jax.step_outputs import StepResult
 
 
@@ -60,12 +61,13 @@ def train_jobs(ctx, t, jobs):
   """Trains ``jobs`` (same structure, distinct runs) in one ``fit``."""
   method, previous = jobs[0].method, jobs[0].previous
   keys = ctx.keys(t, method)
-  models = step_build.build_models(ctx, t, method, previous, keys.init)
   train_data = ctx.train_data(ctx.train_classes(t, scratch=previous is None))
-  tx = step_build.build_optimizer(
-      ctx.config, method, models.labels,
-      ctx.config.train.epochs * train_data.steps_per_epoch, ctx.num_old(t))
-  members = step_build.make_members(ctx, t, jobs, models)
+  with timer.section("setup"):
+    models = step_build.build_models(ctx, t, method, previous, keys.init)
+    tx = step_build.build_optimizer(
+        ctx.config, method, models.labels,
+        ctx.config.train.epochs * train_data.steps_per_epoch, ctx.num_old(t))
+    members = step_build.make_members(ctx, t, jobs, models)
   # Killed after saving the model, before writing its result: the saved
   # classifier is complete (written atomically), so only evaluate it.
   to_fit = [i for i, job in enumerate(jobs)

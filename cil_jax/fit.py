@@ -91,9 +91,10 @@ class _EpochLoop:
   def run(self, step_fn, members, host_states, teacher_variables, rng,
           stacked):
     epochs = self.config.train.epochs
-    checkpoints = [checkpoint.TrainCheckpoints(m.checkpoint_dir)
-                   for m in members]
-    start_epoch, host_states = _restore(checkpoints, host_states)
+    with timer.section("checkpoints"):
+      checkpoints = [checkpoint.TrainCheckpoints(m.checkpoint_dir)
+                     for m in members]
+      start_epoch, host_states = _restore(checkpoints, host_states)
     if start_epoch:
       print(f"{_names(members)}: resumed from the epoch {start_epoch} "
             f"checkpoint", flush=True)
@@ -130,12 +131,14 @@ class _EpochLoop:
               f"({examples_per_s:,.0f} ex/s)", flush=True)
       if (epoch % self.config.train.checkpoint_every_epochs == 0
           or epoch == epochs):
-        host = parallel.unreplicate(state)
-        for i, manager in enumerate(checkpoints):
-          manager.save(epoch, members_lib.unstack_state(host, i) if stacked
-                       else host)
-    for manager in checkpoints:
-      manager.close()
+        with timer.section("checkpoints"):
+          host = parallel.unreplicate(state)
+          for i, manager in enumerate(checkpoints):
+            manager.save(epoch, members_lib.unstack_state(host, i) if stacked
+                         else host)
+    with timer.section("checkpoints"):
+      for manager in checkpoints:
+        manager.close()
     final = parallel.unreplicate(state)
     if stacked:
       return [members_lib.unstack_state(final, i) for i in range(len(members))]

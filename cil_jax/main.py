@@ -47,6 +47,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Orbax logs every save at INFO; progress lines are printed instead.
   logging.set_verbosity(logging.WARNING)
+  timer.add("imports", timer.since_start())
   try:
     if _WORKDIR.value is not None:
       train.run(_CONFIG.value, _WORKDIR.value)

@@ -18,6 +18,7 @@ from typing import Any
 
 from cil_jax import checkpoint
 from cil_jax import jsonio
+from cil_jax import timer
 
 RESULT_FILE = "result.json"
 CLASSIFIER_DIR = "classifier"
@@ -66,12 +67,14 @@ def read_record(step_dir):
 
 def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
   """Writes the step's model with the metadata that makes it a teacher."""
-  checkpoint.save_classifier(classifier_dir(step_dir), variables, {
+  metadata = {
       "model": ctx.config.model.to_dict(), "adapter_dim": adapter_dim,
       "num_classes": num_classes, "class_order": ctx.order[:num_classes],
       "input_shape": list(ctx.dataset.input_shape),
       "input_mean": list(ctx.dataset.mean),
-      "input_std": list(ctx.dataset.std), "dataset": ctx.dataset.name})
+      "input_std": list(ctx.dataset.std), "dataset": ctx.dataset.name}
+  with timer.section("classifier_saves"):
+    checkpoint.save_classifier(classifier_dir(step_dir), variables, metadata)
 
 
 def load_classifier(ctx, step_dir, num_classes, adapter_dim):

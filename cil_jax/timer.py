@@ -1,11 +1,15 @@
-"""Where a process's wall time goes: train steps, compiles, evaluation.
+"""Where a process's wall time goes: imports, data, compiles, steps, eval,
+checkpoints.
 
-A process-wide tally, filled by ``fit`` (train epochs, and each loop's first
-step, which holds its compile) and ``class_step`` (evaluation), read by
-``main`` at exit to report the share of wall time spent outside the train
-and eval steps (start-up, data preparation, compiles, checkpoints, logging).
+A process-wide tally of named buckets (``add`` or ``with section(...)``):
+``imports`` (``main``, before the run starts), ``train_data``, ``setup``
+(models, optimizer, members), ``first_steps`` (each loop's first step,
+which holds its compile), ``train_steps``, ``eval``, ``checkpoints``
+(training state) and ``classifier_saves``. ``budget`` reports them with the
+share of wall time spent outside the train and eval steps.
 """
 
+import contextlib
 import time
 
 _START = time.perf_counter()  # main imports this first, before JAX and TF
@@ -14,6 +18,21 @@ _TOTALS = {}
 
 def add(bucket, seconds):
   _TOTALS[bucket] = _TOTALS.get(bucket, 0.0) + seconds
+
+
+@contextlib.contextmanager
+def section(bucket):
+  """Adds the wall time of the ``with`` body to ``bucket``."""
+  start = time.perf_counter()
+  try:
+    yield
+  finally:
+    add(bucket, time.perf_counter() - start)
+
+
+def since_start():
+  """Seconds since this module was imported (``main`` imports it first)."""
+  return time.perf_counter() - _START
 
 
 def budget():

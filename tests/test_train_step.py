@@ -20,6 +20,7 @@ from cil_jax import fit
 from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import train_step as ts
+from cil_jax.bench.setup import random_variables
 from cil_jax.data import train_data
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
@@ -44,32 +45,10 @@ class Models:
       config.model[key] = value
     self.teacher = build_model(config.model, NUM_OLD)
     self.student = build_model(config.model, NUM_CLASSES)
-    self.teacher_variables = random_variables(self.teacher, seed=1)
-    fresh = random_variables(self.student, seed=2)
+    self.teacher_variables = random_variables(self.teacher, IMAGE_SHAPE,
+                                              seed=1)
+    fresh = random_variables(self.student, IMAGE_SHAPE, seed=2)
     self.variables = expand_variables(self.teacher_variables, fresh, NUM_OLD)
-
-
-def random_variables(model, seed):
-  """Variables of ``model``'s shapes, drawn in numpy.
-
-  ``model.init`` of the resnet takes XLA half a minute to compile on CPU; the
-  shapes come from ``eval_shape`` and the values from a scaled normal.
-  """
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, *IMAGE_SHAPE)))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = path[-1].key
-    noise = rng.normal(size=leaf.shape)
-    if name == "kernel":
-      value = noise / np.sqrt(np.prod(leaf.shape[:-1]))
-    elif name in ("scale", "var"):
-      value = 1.0 + 0.1 * np.abs(noise)
-    else:  # bias, mean
-      value = 0.1 * noise
-    return value.astype(leaf.dtype)
-  return jax.tree.map_with_path(draw, shapes)
 
 
 class Training:
