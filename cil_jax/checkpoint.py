@@ -4,31 +4,97 @@ Training state: one ``CheckpointManager`` per run and (method, class step),
 saving the student's ``TrainState`` at epoch boundaries; ``fit`` resumes a
 killed step from the newest epoch saved (by every member trained with it).
 
-Classifiers: a directory holding ``variables/`` (orbax, params and BatchNorm
-statistics) and ``metadata.json`` (model config, class order, input shape).
-This is the format a user hands us as C_A, and what each finished step
-writes, so any result can be the teacher of a later run.
+Classifiers (format ``cil_jax.classifier/2``): ONE orbax checkpoint, a
+directory with two items, ``variables/`` (params and BatchNorm statistics)
+and ``metadata/metadata`` (JSON). This is the format a user hands us as
+C_A, and what each finished step writes, so any result can be the teacher of
+a later run. The metadata keys (``METADATA_KEYS``) are:
+
+  format        ``cil_jax.classifier/2``
+  model         the model config dict (``config.model.to_dict()``)
+  adapter_dim   width of the adapter layers, an int (0: none)
+  num_classes   number of outputs, an int
+  class_order   the dataset class id of each output, a list of ints
+  input_shape   one input's shape, a list of ints, e.g. ``[8, 8, 1]``
+  input_mean    per-channel mean of the raw inputs it was trained on
+  input_std     per-channel std of the raw inputs it was trained on
+  dataset       the dataset it was trained on, e.g. ``"digits"``
+
+Every read checks the metadata key by key, and damaged files (truncated or
+deleted by a kill, a full disk, a bad copy) raise ``DamagedCheckpointError``
+naming the checkpoint and the fix, never a raw tensorstore error.
+
+Classifiers of format ``/1`` (``variables/`` + ``metadata.json``, written
+before the composite layout) are still read, never written, so earlier
+workdirs resume and their classifiers remain teachers.
 """
 
-import json
+import logging
 import os
-import uuid
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-FORMAT = "cil_jax.classifier/1"
-METADATA_FILE = "metadata.json"
+from cil_jax import jsonio
+
+FORMAT = "cil_jax.classifier/2"
 VARIABLES_DIR = "variables"
+# Where orbax's JsonSave puts the item "metadata" inside the checkpoint.
+METADATA_FILE = os.path.join("metadata", "metadata")
+_V1_FORMAT, _V1_METADATA_FILE = "cil_jax.classifier/1", "metadata.json"
+
+
+def _ints(value, minimum):
+  return (isinstance(value, list) and all(_int(v, minimum) for v in value))
+
+
+def _int(value, minimum):
+  return (isinstance(value, int) and not isinstance(value, bool)
+          and value >= minimum)
+
+
+def _numbers(value):
+  return isinstance(value, list) and value and all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+# key: (what it should hold, check of a parsed JSON value)
+METADATA_KEYS = {
+    "model": ("the model config dict, with its 'name' (config.model)",
+              lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)),
+    "adapter_dim": ("the width of the adapter layers, an int >= 0 (0: none)",
+                    lambda v: _int(v, 0)),
+    "num_classes": ("the number of outputs, an int >= 1",
+                    lambda v: _int(v, 1)),
+    "class_order": ("the dataset class id of each output, a list of ints",
+                    lambda v: _ints(v, 0)),
+    "input_shape": ("one input's shape, a list of ints, e.g. [8, 8, 1]",
+                    lambda v: _ints(v, 1) and v),
+    "input_mean": ("the per-channel mean of the raw training inputs, a list "
+                   "of numbers", _numbers),
+    "input_std": ("the per-channel std of the raw training inputs, a list "
+                  "of numbers", _numbers),
+    "dataset": ("the name of the dataset it was trained on, e.g. 'digits'",
+                lambda v: isinstance(v, str) and v),
+}
+
+
+class DamagedCheckpointError(ValueError):
+  """A checkpoint's files exist but cannot be read."""
+
+
+class MetadataError(ValueError):
+  """A classifier's metadata lacks a key or holds a wrong value."""
 
 
 class TrainCheckpoints:
   """Epoch-boundary checkpoints of a ``TrainState`` under ``directory``."""
 
   def __init__(self, directory, max_to_keep=2):
+    self._directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
                                              create=True))
 
@@ -42,8 +108,13 @@ class TrainCheckpoints:
   def restore(self, epoch, host_state_template):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                             host_state_template)
-    return self._manager.restore(
-        epoch, args=ocp.args.StandardRestore(abstract))
+    epoch_dir = os.path.join(self._directory, str(epoch))
+    earlier = [e for e in self.epochs() if e < epoch]
+    fix = (f"delete {epoch_dir} to resume from epoch {earlier[-1]}"
+           if earlier else f"delete {self._directory} to restart the step")
+    return _restore(epoch_dir, "training checkpoint", fix,
+                    lambda: self._manager.restore(
+                        epoch, args=ocp.args.StandardRestore(abstract)))
 
   def delete(self, epoch):
     self._manager.delete(epoch)
@@ -54,37 +125,51 @@ class TrainCheckpoints:
 
 
 def save_classifier(path, variables, metadata):
-  """Writes a classifier atomically: a temporary sibling, then a rename.
+  """Writes a classifier: ``variables`` and ``metadata`` (``METADATA_KEYS``,
+  ``format`` added) as one orbax checkpoint. Orbax writes a temporary
+  sibling and renames it, so a kill never leaves a partial classifier.
 
-  Refuses to overwrite an existing classifier.
+  Refuses to overwrite an existing classifier, and to write metadata that a
+  later read would refuse.
   """
   path = os.path.abspath(path)
-  if os.path.exists(path):
+  if os.path.lexists(path):
     raise FileExistsError(f"{path} already exists; a saved classifier is "
                           f"never overwritten. Choose another path.")
-  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-  os.makedirs(tmp)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(tmp, VARIABLES_DIR),
-                    jax.device_get(variables))
-  checkpointer.wait_until_finished()
-  with open(os.path.join(tmp, METADATA_FILE), "w") as f:
-    json.dump({"format": FORMAT, **metadata}, f, indent=2)
-  os.rename(tmp, path)
+  metadata = {"format": FORMAT, **metadata}
+  _check_metadata(metadata, f"the metadata given for {path}", FORMAT)
+  checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+  checkpointer.save(path, ocp.args.Composite(
+      variables=ocp.args.StandardSave(jax.device_get(variables)),
+      metadata=ocp.args.JsonSave(metadata)))
 
 
 def read_metadata(path):
-  meta_path = os.path.join(path, METADATA_FILE)
-  if not os.path.isfile(meta_path):
+  """The checked metadata of the classifier at ``path``; no array is read."""
+  path = os.path.abspath(path)
+  if not os.path.exists(path):
     raise FileNotFoundError(
-        f"No classifier at {path!r}: {METADATA_FILE} is missing. A classifier "
-        f"directory holds {VARIABLES_DIR}/ (orbax) and {METADATA_FILE}; "
-        f"write one with cil_jax.checkpoint.save_classifier.")
-  with open(meta_path) as f:
-    metadata = json.load(f)
-  if metadata.get("format") != FORMAT:
-    raise ValueError(f"{meta_path} has format {metadata.get('format')!r}, "
-                     f"expected {FORMAT!r}.")
+        f"No classifier at {path}: it does not exist. A classifier is a "
+        f"directory written by cil_jax.checkpoint.save_classifier, e.g. "
+        f"<workdir>/base/step_0/classifier of a finished run.")
+  if not os.path.isdir(path):
+    raise NotADirectoryError(
+        f"No classifier at {path}: it is a file. A classifier is a directory "
+        f"(variables/ and {METADATA_FILE}); give the directory.")
+  meta_path, format_ = os.path.join(path, METADATA_FILE), FORMAT
+  if not os.path.exists(meta_path) and os.path.exists(
+      os.path.join(path, _V1_METADATA_FILE)):
+    meta_path, format_ = os.path.join(path, _V1_METADATA_FILE), _V1_FORMAT
+  if not os.path.isfile(meta_path):
+    raise DamagedCheckpointError(
+        f"{path} is not a classifier or is damaged: {meta_path} is missing. "
+        f"A classifier holds {VARIABLES_DIR}/ and {METADATA_FILE}; rerun the "
+        f"step that wrote it, or write it with "
+        f"cil_jax.checkpoint.save_classifier.")
+  metadata = jsonio.read_json(
+      meta_path, fix="rerun the step that wrote this classifier, or write it "
+      "again with cil_jax.checkpoint.save_classifier")
+  _check_metadata(metadata, meta_path, format_)
   return metadata
 
 
@@ -94,8 +179,16 @@ def load_classifier(path, expected_variables):
   describes). Any difference in structure or shape raises before training.
   """
   metadata = read_metadata(path)
-  restored = ocp.StandardCheckpointer().restore(
-      os.path.join(os.path.abspath(path), VARIABLES_DIR))
+  path = os.path.abspath(path)
+  fix = ("rerun the step that wrote it (delete its step directory), or "
+         "write it again with cil_jax.checkpoint.save_classifier")
+  if metadata["format"] == _V1_FORMAT:
+    restored = _restore(path, "classifier", fix, lambda: (
+        ocp.StandardCheckpointer().restore(os.path.join(path, VARIABLES_DIR))))
+  else:
+    restored = _restore(path, "classifier", fix, lambda: ocp.Checkpointer(
+        ocp.CompositeCheckpointHandler()).restore(path, ocp.args.Composite(
+            variables=ocp.args.StandardRestore())).variables)
   want = _shapes(expected_variables)
   got = _shapes(restored)
   if want != got:
@@ -109,6 +202,49 @@ def load_classifier(path, expected_variables):
         f"missing {missing}, unexpected {extra}, shape (got, want) {differ}. "
         f"Re-save the classifier with matching metadata.")
   return restored, metadata
+
+
+def _check_metadata(metadata, where, format_):
+  """Raises ``MetadataError`` naming every missing key, or the first wrong
+  value, of ``where``, with what the key should hold."""
+  fix = ("Rerun the step that wrote this classifier, or write it with "
+         "cil_jax.checkpoint.save_classifier and complete metadata")
+  if not isinstance(metadata, dict):
+    raise MetadataError(f"{where} holds a JSON {type(metadata).__name__}, "
+                        f"not an object of the keys {list(METADATA_KEYS)}. "
+                        f"{fix}.")
+  if metadata.get("format") != format_:
+    raise MetadataError(
+        f"{where} has format {metadata.get('format')!r}, expected "
+        f"{format_!r}. {fix}.")
+  missing = [k for k in METADATA_KEYS if k not in metadata]
+  if missing:
+    raise MetadataError(
+        f"{where} lacks the key(s) " + "; ".join(
+            f"{k!r} ({METADATA_KEYS[k][0]})" for k in missing) + f". {fix}.")
+  for key, (holds, ok) in METADATA_KEYS.items():
+    if not ok(metadata[key]):
+      raise MetadataError(f"{where}: {key!r} is {metadata[key]!r}, but "
+                          f"should hold {holds}. {fix}.")
+  if metadata["num_classes"] != len(metadata["class_order"]):
+    raise MetadataError(
+        f"{where}: num_classes is {metadata['num_classes']} but class_order "
+        f"lists {len(metadata['class_order'])} classes. {fix}.")
+
+
+def _restore(directory, what, fix, restore):
+  """``restore()``, with orbax/tensorstore errors of damaged files turned
+  into one ``DamagedCheckpointError`` naming ``directory`` and ``fix``."""
+  try:
+    return restore()
+  except (ValueError, OSError, KeyError) as e:
+    # Orbax leaves sibling reads failing on the same damage; their
+    # tracebacks, logged when collected, would bury this message.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    cause = str(e).split(" [tensorstore_spec")[0][:300]
+    raise DamagedCheckpointError(
+        f"The {what} {directory} is damaged: it cannot be read "
+        f"({type(e).__name__}: {cause}); {fix}.") from None
 
 
 def _shapes(tree):
