@@ -57,9 +57,6 @@ def _mismatches(config, dataset, meta):
     problems.append(f"the checkpoint takes inputs of shape "
                     f"{meta['input_shape']} but dataset {dataset.name!r} has "
                     f"{list(dataset.input_shape)}")
-  if meta["num_classes"] != len(meta["class_order"]):
-    problems.append(f"metadata says num_classes={meta['num_classes']} but "
-                    f"lists {len(meta['class_order'])} classes")
   return problems
 
 

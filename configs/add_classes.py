@@ -3,7 +3,8 @@
   python -m cil_jax.main --config configs/add_classes.py --workdir DIR \
       --config.teacher.checkpoint=PATH --config.classes.groups="((8, 9),)"
 
-PATH is a cil_jax classifier directory (``variables/`` + ``metadata.json``);
+PATH is a cil_jax classifier (one orbax checkpoint: ``variables/`` and
+``metadata/metadata``);
 every finished step of a run writes one, e.g.
 ``<workdir>/base/step_0/classifier``. The teacher's classes come from its
 metadata; ``classes.groups`` lists only the new groups. ``config.model``

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from cil_jax import checkpoint
 from cil_jax import train
 from cil_jax.data import digits
 from cil_jax import config_files
@@ -117,7 +118,7 @@ def test_teacher_of_another_dataset_is_refused(default_run, tmp_path):
   teacher = tmp_path / "teacher"
   shutil.copytree(os.path.join(workdir, "base", "step_0", "classifier"),
                   teacher)
-  meta_path = teacher / "metadata.json"
+  meta_path = teacher / checkpoint.METADATA_FILE
   meta = json.loads(meta_path.read_text())
   meta["dataset"] = "mnist"
   meta_path.write_text(json.dumps(meta))
@@ -131,7 +132,7 @@ def test_teacher_of_another_dataset_is_refused(default_run, tmp_path):
 def test_missing_teacher_checkpoint_says_what_a_classifier_is(tmp_path):
   config = add_classes.get_config()
   config.teacher.checkpoint = str(tmp_path / "nothing")
-  with pytest.raises(FileNotFoundError, match="metadata.json is missing"):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
     train.run(config, str(tmp_path / "wd"))
 
 
@@ -145,8 +146,8 @@ def test_missing_teacher_checkpoint_says_what_a_classifier_is(tmp_path):
     ({"train.batch_size": 30, "train.num_devices": 0},
      r"batch_size=30 must be a positive multiple of the 8 devices"),
     ({"classes.groups": ((0, 1), ())}, r"group 1 is empty"),
-    ({"classes.groups": ((0, 1), (1, 2))}, r"Class 1 appears twice"),
-    ({"classes.groups": ((0, 1), (10,))}, r"Class id 10"),
+    ({"classes.groups": ((0, 1), (1, 2))}, r"class 1 appears twice"),
+    ({"classes.groups": ((0, 1), (10,))}, r"class id 10 in group 1 is outside"),
     ({"eps_kd.layers": "last_k", "eps_kd.last_k": 9}, r"last_k=9 is out of"),
 ])
 def test_bad_config_values_fail_with_a_clear_message(tmp_path, override,

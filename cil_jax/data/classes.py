@@ -22,15 +22,17 @@ def class_sequence(groups, num_dataset_classes, order_seed=None):
   seen = set()
   for step, group in enumerate(groups):
     if not group:
-      raise ValueError(f"Class group {step} is empty; every step needs at "
-                       f"least one class.")
+      raise ValueError(f"config.classes.groups: group {step} is empty; "
+                       f"every step needs at least one class.")
     for class_id in group:
       if not 0 <= class_id < num_dataset_classes:
-        raise ValueError(f"Class id {class_id} in group {step} is outside the "
-                         f"dataset's classes 0..{num_dataset_classes - 1}.")
+        raise ValueError(f"config.classes.groups: class id {class_id} in "
+                         f"group {step} is outside the dataset's classes "
+                         f"0..{num_dataset_classes - 1}; use ids in that "
+                         f"range.")
       if class_id in seen:
-        raise ValueError(f"Class {class_id} appears twice in "
-                         f"config.classes.groups; groups must not overlap.")
+        raise ValueError(f"config.classes.groups: class {class_id} appears "
+                         f"twice; groups must not overlap.")
       seen.add(class_id)
   if order_seed is not None:
     flat = np.random.default_rng(order_seed).permutation(
