@@ -25,6 +25,7 @@ from cil_jax import methods
 from cil_jax import step_build
 from cil_jax import step_outputs
 from cil_jax import timer
+from cil_jax.models.expand import resize_head
 from cil_jax.step_outputs import StepResult
 
 
@@ -63,10 +64,7 @@ def train_jobs(ctx, t, jobs):
   keys = ctx.keys(t, method)
   train_data = ctx.train_data(ctx.train_classes(t, scratch=previous is None))
   with timer.section("setup"):
-    models = step_build.build_models(ctx, t, method, previous, keys.init)
-    tx = step_build.build_optimizer(
-        ctx.config, method, models.labels,
-        ctx.config.train.epochs * train_data.steps_per_epoch, ctx.num_old(t))
+    models = step_build.build_models(ctx, method, previous)
     members = step_build.make_members(ctx, t, jobs, models)
   # Killed after saving the model, before writing its result: the saved
   # classifier is complete (written atomically), so only evaluate it.
@@ -74,9 +72,10 @@ def train_jobs(ctx, t, jobs):
             if not step_outputs.has_classifier(job.step_dir)]
   start = time.perf_counter()
   fitted = dict(zip(to_fit, fit.fit(
-      train_step=step_build.build_train_step(models, method, tx), tx=tx,
+      train_step=models.train_step, tx=models.tx,
       members=[members[i] for i in to_fit], train_data=train_data,
-      config=ctx.config, devices=ctx.devices, dropout_key=keys.dropout,
+      num_old=ctx.num_old(t), num_seen=ctx.num_seen(t), config=ctx.config,
+      devices=ctx.devices, dropout_key=keys.dropout,
       data_seed=keys.data_seed, vmap=ctx.vmap) if to_fit else []))
   train_seconds = (time.perf_counter() - start) / max(len(to_fit), 1)
   return [
@@ -88,7 +87,9 @@ def train_jobs(ctx, t, jobs):
 
 
 def given_base(ctx, variables, adapter_dim):
-  """A loaded C_A as step 0, evaluated on its own classes."""
+  """A loaded C_A (its own head width) as step 0, evaluated on its own
+  classes."""
+  variables = resize_head(variables, ctx.num_outputs)
   record = {"step": 0, "method": "given", "classes": ctx.groups[0],
             "num_old": 0, "num_new": len(ctx.groups[0]), "eps": 0.0,
             "adapter_dim": adapter_dim,
@@ -133,10 +134,11 @@ def _reuse(ctx, t, job):
 
 
 def _structure(job):
-  """What jobs trained in one ``fit`` call must share."""
-  return (dataclasses.replace(job.method, eps=0.0, kd_temperature=0.0),
-          job.method.distills, job.previous is None,
-          step_build.adapter_dim(job.method, job.previous))
+  """What jobs trained in one ``fit`` call must share: the compiled step,
+  the training data (from scratch or not) and, through the method's name,
+  the random keys."""
+  return (job.method.name, step_build.structure(job.method, job.previous),
+          job.previous is None)
 
 
 def _fmt(value):

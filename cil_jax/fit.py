@@ -48,18 +48,21 @@ class Member:
   name: str
 
 
-def fit(*, train_step, tx, members, train_data, config, devices, dropout_key,
-        data_seed, vmap=False):
+def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
+        devices, dropout_key, data_seed, vmap=False):
   """Trains every member of ``members``; returns their host variables.
 
   ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
   ``tx``; each member's teacher is an input of every step, never trained,
   never saved with the student. ``train_data`` is a ``data.train_data``
-  object. Resumes from the members' newest common checkpoint; the batches of
-  an epoch depend only on ``(data_seed, epoch)``, so a resumed run matches an
-  uninterrupted one.
+  object. The head's first ``num_seen`` outputs are this step's classes,
+  the first ``num_old`` the teacher's. Resumes from the members' newest
+  common checkpoint; the batches of an epoch depend only on
+  ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
   """
-  host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature)
+  total_steps = config.train.epochs * train_data.steps_per_epoch
+  host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature,
+                                 num_old, num_seen, total_steps)
                  for m in members]
   loop = _EpochLoop(config, train_data, devices, data_seed)
   if vmap and len(members) > 1:

@@ -10,6 +10,18 @@ import jax.numpy as jnp
 import optax
 
 KD_FORMS = ("renormalized", "full")
+# A logit this low gets softmax weight exactly 0 in float32, at any
+# temperature used here, and stays finite, so 0 * log p is 0 (not NaN).
+MASKED_LOGIT = -1e9
+
+
+def mask_logits(logits, num_valid):
+  """``logits`` with outputs from ``num_valid`` on (classes not yet seen)
+  set to ``MASKED_LOGIT``: softmax, cross-entropy and KD over the result
+  equal those over the first ``num_valid`` columns alone, and no gradient
+  reaches the masked outputs. ``num_valid`` may be traced."""
+  valid = jnp.arange(logits.shape[-1]) < num_valid
+  return jnp.where(valid, logits, MASKED_LOGIT)
 
 
 def cross_entropy(logits, labels, weights=None):
@@ -57,12 +69,20 @@ def kd_full(teacher_logits, student_logits, temperature, t2_scaling=True,
 
 
 def distillation(form, teacher_logits, student_logits, temperature,
-                 t2_scaling=True, weights=None):
-  """Dispatches on ``form`` ("renormalized" or "full")."""
-  num_old = teacher_logits.shape[-1]
+                 t2_scaling=True, weights=None, num_old=None):
+  """Dispatches on ``form`` ("renormalized" or "full").
+
+  The old classes are the teacher's outputs, or, for teacher and student
+  heads of one width with unseen outputs masked (``mask_logits``), the first
+  ``num_old`` (which may be traced).
+  """
+  width = teacher_logits.shape[-1]
+  student_old = student_logits[:, :width]
+  if num_old is not None:
+    student_old = mask_logits(student_old, num_old)
   if form == "renormalized":
-    return kd_renormalized(teacher_logits, student_logits[:, :num_old],
-                           temperature, t2_scaling, weights)
+    return kd_renormalized(teacher_logits, student_old, temperature,
+                           t2_scaling, weights)
   if form == "full":
     return kd_full(teacher_logits, student_logits, temperature, t2_scaling,
                    weights)

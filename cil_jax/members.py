@@ -22,6 +22,8 @@ trains as the plain pmapped step with ``rngs[i]``, up to float rounding.
 Metrics come back ``[devices, H]``.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -36,6 +38,7 @@ def unstack_state(stacked, i):
   return jax.tree.map(lambda leaf: leaf[i], stacked)
 
 
+@functools.lru_cache(maxsize=None)
 def make_members_step(train_step, shared_teacher=True):
   """The per-device ``train_step`` over stacked states and per-member rngs.
 
@@ -44,6 +47,7 @@ def make_members_step(train_step, shared_teacher=True):
   augmentation, which the data's ``batch_fn`` makes outside the vmap). With
   ``shared_teacher=False`` the teacher is stacked too, one per member (a
   later class step, where each member's teacher is its own previous model).
+  Cached, so ``pmap_train_step`` of it is too.
   """
   return jax.vmap(train_step, in_axes=(0, None if shared_teacher else 0,
                                        None, 0))

@@ -102,33 +102,28 @@ def trainable_labels(params, rules):
   return labels
 
 
-def masked_optimizer(tx, labels, num_old_columns=None):
-  """``tx`` on trainable leaves, zero updates on frozen ones.
+def masked_optimizer(tx, labels):
+  """``tx`` on trainable leaves, zero updates on frozen ones."""
+  return optax.transforms.partition(
+      {TRAINABLE: tx, FROZEN: optax.set_to_zero()}, labels)
 
-  With ``num_old_columns`` (preset ``new_rows``) the head's first columns,
-  which score the old classes, get zero updates too: only new classes learn.
-  The mask acts on the final updates, so momentum or weight decay cannot
-  leak into frozen entries.
+
+def keep_head_columns(updates, first, end):
+  """``updates`` with the head's columns outside ``[first, end)`` zeroed.
+
+  The head is allocated for the whole class sequence: columns from ``end``
+  (classes not seen yet) never move, and preset ``new_rows`` passes
+  ``first = num_old`` so the old classes' columns do not either. Acting on
+  the final updates, momentum or weight decay cannot leak into them.
+  ``first`` and ``end`` may be traced.
   """
-  tx = optax.transforms.partition({TRAINABLE: tx, FROZEN: optax.set_to_zero()},
-                                  labels)
-  if num_old_columns is None:
-    return tx
-  return optax.chain(tx, optax.stateless(_keep_new_columns(num_old_columns)))
-
-
-def _keep_new_columns(num_old):
-  def update_fn(updates, params):
-    del params
-
-    def mask(path, update):
-      if _key(path[0]) != "head":
-        return update
-      new_column = jnp.arange(update.shape[-1]) >= num_old
-      return jnp.where(new_column, update, jnp.zeros_like(update))
-
-    return jax.tree_util.tree_map_with_path(mask, updates)
-  return update_fn
+  def mask(path, update):
+    if _key(path[0]) != "head":
+      return update
+    column = jnp.arange(update.shape[-1])
+    keep = (column >= first) & (column < end)
+    return jnp.where(keep, update, jnp.zeros_like(update))
+  return jax.tree_util.tree_map_with_path(mask, updates)
 
 
 def keep_frozen(new_tree, old_tree, labels_by_layer):

@@ -1,19 +1,18 @@
-"""Building one class step: the models, the layer mask, the optimizer, the
-members.
+"""Building a class step: the models, the layer mask, the optimizer and the
+per-device train step (once per method structure and run), and the members.
 
-``build_models`` is the one place a step's student and teacher modules are
-made: the preset's rules are labelled once, on the student's abstract
-variables, and the student is initialised once, with its frozen backbone
-layers running as at test time. ``build_optimizer`` masks the configured
-optimizer with those labels. ``make_members`` gives each run of the step its
-starting variables (the previous model, head widened) and teacher.
+``build_models`` is the one place student and teacher modules are made: the
+preset's rules are labelled once, on the student's abstract variables, with
+its frozen backbone layers running as at test time; the optimizer is masked
+with those labels. ``make_members`` gives each run of a step its starting
+variables (the previous model, new head columns from the run's one
+initialisation) and teacher.
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any
-
-import jax.numpy as jnp
 
 from cil_jax import fit
 from cil_jax import optim
@@ -24,13 +23,15 @@ from cil_jax.models.expand import expand_variables
 
 @dataclasses.dataclass(frozen=True)
 class StepModels:
-  """The modules and masks of one step of one method structure."""
-  student: Any  # flax module with num_seen outputs
-  teacher: Any  # flax module with num_old outputs, or None
-  init_variables: Any  # the student's fresh initialisation
+  """What one method structure trains with, built once per run and reused
+  by every class step of that structure (so its step compiles once)."""
+  student: Any  # flax module, head for the whole sequence
+  teacher: Any  # the same architecture as the previous model, or None
   rules: list  # (regex, label) of the method's layer preset
   labels: Any  # trainable/frozen label per parameter
   adapter_dim: int
+  tx: Any  # the masked update direction (optim.make_direction)
+  train_step: Any  # the per-device step (train_step.make_train_step)
 
 
 def adapter_dim(method, previous):
@@ -46,50 +47,59 @@ def preset_labels(method, params):
   return rules, partition.trainable_labels(params, rules)
 
 
-def build_models(ctx, t, method, previous, init_key):
-  """Student (built and initialised once), teacher and layer labels."""
-  num_seen = ctx.num_seen(t)
+def structure(method, previous):
+  """What must be equal for two steps to share models and a compiled step:
+  the layer preset, the student's adapter and, when distilling, the KD form
+  and the teacher's adapter. Method names, eps and T are not part of it."""
+  distills = previous is not None and method.distills
+  return (method.layers, method.last_k, method.trainable_regex,
+          adapter_dim(method, previous),
+          (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
+          if distills else None)
+
+
+def build_models(ctx, method, previous):
+  """The method structure's models, optimizer and per-device step, built on
+  first use and cached in ``ctx``."""
+  key = structure(method, previous)
+  if key not in ctx.train_steps:
+    ctx.train_steps[key] = _build(ctx, method, previous)
+  return ctx.train_steps[key]
+
+
+def _build(ctx, method, previous):
   dim = adapter_dim(method, previous)
-  params = ctx.abstract(num_seen, dim)["params"]
+  params = ctx.abstract(ctx.num_outputs, dim)["params"]
   rules, labels = preset_labels(method, params)
   # Frozen backbone layers train as they test (BatchNorm running averages,
   # no dropout), so the features the head learns on are the test ones.
-  student = ctx.model(num_seen, dim,
+  student = ctx.model(ctx.num_outputs, dim,
                       partition.frozen_backbone_layers(params, labels))
-  init_variables = student.init(
-      init_key, jnp.zeros((1, *ctx.dataset.input_shape), jnp.float32))
   teacher = None
   if previous is not None and method.distills:
-    teacher = ctx.model(ctx.num_old(t), previous.adapter_dim)
-  return StepModels(student, teacher, init_variables, rules, labels, dim)
-
-
-def build_optimizer(config, method, labels, total_steps, num_old):
-  """The configured optimizer, updating only the trainable leaves (and, for
-  preset ``new_rows``, only the new classes' head columns)."""
-  return partition.masked_optimizer(
-      optim.make_optimizer(config.optim, total_steps), labels,
-      num_old if method.layers == "new_rows" else None)
-
-
-def build_train_step(models, method, tx):
-  """The per-device train step of this method structure."""
-  return ts.make_train_step(
-      models.student.apply,
-      models.teacher.apply if models.teacher is not None else None, tx,
-      method.kd_form, method.kd_t2_scaling,
-      partition.rule_labeler(models.rules))
+    teacher = ctx.model(ctx.num_outputs, previous.adapter_dim)
+  tx = partition.masked_optimizer(optim.make_direction(ctx.config.optim),
+                                  labels)
+  train_step = ts.make_train_step(
+      student.apply, teacher.apply if teacher is not None else None, tx,
+      method.kd_form, method.kd_t2_scaling, partition.rule_labeler(rules),
+      learning_rate_fn=functools.partial(optim.learning_rate,
+                                         ctx.config.optim),
+      new_rows=method.layers == "new_rows")
+  return StepModels(student, teacher, rules, labels, dim, tx, train_step)
 
 
 def make_members(ctx, t, jobs, models):
-  """One ``fit.Member`` per job: the previous model widened (or the fresh
-  init from scratch), its eps for this step and its teacher."""
+  """One ``fit.Member`` per job: the previous model with its new classes'
+  head columns from the run's initialisation (or that initialisation from
+  scratch), its eps for this step and its teacher."""
+  init_variables = ctx.init_variables(models.adapter_dim)
   members = []
   for job in jobs:
-    variables, eps, teacher_variables = models.init_variables, 0.0, None
+    variables, eps, teacher_variables = init_variables, 0.0, None
     if job.previous is not None:
-      variables = expand_variables(job.previous.variables,
-                                   models.init_variables, ctx.num_old(t))
+      variables = expand_variables(job.previous.variables, init_variables,
+                                   ctx.num_old(t))
       if job.method.distills:
         eps = job.method.eps_for(ctx.num_old(t), len(ctx.groups[t]))
         teacher_variables = job.previous.variables

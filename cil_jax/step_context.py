@@ -2,15 +2,21 @@
 
 ``StepContext`` holds the config, the data source, the class sequence and
 the devices, and caches what steps reuse: the training data of the last
-class set, the test data of each seen-class set and one compiled eval
-function per model shape. It also hands out the step's random keys, one per
-purpose.
+class set, the test data of each seen-class set, the model's one
+initialisation and one eval function per model structure. It also hands
+out the random keys, one per purpose.
+
+Every model of a run has a head for all ``num_outputs`` classes of its
+sequence; a step's classes not yet seen are masked (``losses.mask_logits``),
+so every class step of every method reuses one compiled train step per
+method structure and one eval function.
 """
 
 import dataclasses
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cil_jax import evaluate
@@ -26,10 +32,10 @@ from cil_jax.models import build_model
 
 @dataclasses.dataclass(frozen=True)
 class StepKeys:
-  """The random keys of one (class step, method): ``init`` initialises the
-  student (its new head columns included), ``dropout`` drives the train
-  step's noise; ``data_seed`` orders the step's batches (numpy, per epoch)."""
-  init: jax.Array
+  """The random keys of one (class step, method): ``dropout`` drives the
+  train step's noise; ``data_seed`` orders the step's batches (numpy, per
+  epoch). The run's one initialisation has its own key (``init_variables``).
+  """
   dropout: jax.Array
   data_seed: tuple
 
@@ -43,9 +49,14 @@ class StepContext:
     self.dataset = source.info
     self.order = [c for group in groups for c in group]
     self.mapping = classes.label_map(self.order, self.dataset.num_classes)
+    self.num_outputs = len(self.order)
+    self._init_key, self._dropout_key = jax.random.split(
+        jax.random.PRNGKey(config.seed))
     self._train_data = (None, None)  # (class ids, data) of the last request
     self._test_data = {}
     self._eval_steps = {}
+    self._inits = {}
+    self.train_steps = {}  # method structure -> (per-device step, tx)
 
   def num_seen(self, t):
     return sum(len(g) for g in self.groups[:t + 1])
@@ -69,10 +80,21 @@ class StepContext:
                               self.dataset.input_shape)
 
   def keys(self, t, method):
-    key = jax.random.fold_in(jax.random.fold_in(
-        jax.random.PRNGKey(self.config.seed), t), method.index)
-    init, dropout = jax.random.split(key)
-    return StepKeys(init, dropout, (self.config.seed, t, method.index))
+    dropout = jax.random.fold_in(jax.random.fold_in(self._dropout_key, t),
+                                 method.index)
+    return StepKeys(dropout, (self.config.seed, t, method.index))
+
+  def init_variables(self, adapter_dim):
+    """The run's one initialisation of the sequence-wide model: a step from
+    scratch starts from it, and a later step takes its new classes' head
+    columns from it (one draw per run, so methods start alike)."""
+    if adapter_dim not in self._inits:
+      with timer.section("setup"):
+        model = self.model(self.num_outputs, adapter_dim)
+        self._inits[adapter_dim] = jax.device_get(jax.jit(model.init)(
+            self._init_key,
+            jnp.zeros((1, *self.dataset.input_shape), jnp.float32)))
+    return self._inits[adapter_dim]
 
   def train_data(self, class_ids):
     """The training data of ``class_ids``, kept while steps reuse it."""
@@ -87,19 +109,21 @@ class StepContext:
     return data
 
   def evaluate(self, variables, t, adapter_dim):
-    """Test metrics after step ``t`` over all classes seen by then."""
+    """Test metrics after step ``t`` over all classes seen by then, of a
+    sequence-wide model's ``variables``."""
     num_seen = self.num_seen(t)
-    key = (num_seen, adapter_dim)
-    if key not in self._eval_steps:  # one compile per model shape
-      self._eval_steps[key] = ts.make_eval_step(
-          self.model(num_seen, adapter_dim).apply)
+    if adapter_dim not in self._eval_steps:  # one compile per structure
+      self._eval_steps[adapter_dim] = ts.make_eval_step(
+          self.model(self.num_outputs, adapter_dim).apply)
+    eval_step = self._eval_steps[adapter_dim]
     start = time.perf_counter()
     test_classes = tuple(self.order[:num_seen])
     if test_classes not in self._test_data:  # decoded once, kept in memory
       self._test_data[test_classes] = pipeline.filtered(
           self.source, "test", test_classes, self.mapping)
     correct, total = evaluate.class_counts(
-        self._eval_steps[key], parallel.replicate(variables, self.devices),
+        lambda v, images: eval_step(v, images, num_seen),
+        parallel.replicate(variables, self.devices),
         self._test_data[test_classes], len(self.order),
         self.config.train.eval_batch_size, len(self.devices))
     timer.add("eval", time.perf_counter() - start)

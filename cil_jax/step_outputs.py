@@ -19,6 +19,7 @@ from typing import Any
 from cil_jax import checkpoint
 from cil_jax import jsonio
 from cil_jax import timer
+from cil_jax.models.expand import resize_head
 
 RESULT_FILE = "result.json"
 CLASSIFIER_DIR = "classifier"
@@ -66,7 +67,9 @@ def read_record(step_dir):
 
 
 def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
-  """Writes the step's model with the metadata that makes it a teacher."""
+  """Writes the step's (sequence-wide) model as a classifier of its
+  ``num_classes`` seen classes, with the metadata that makes it a
+  teacher."""
   metadata = {
       "model": ctx.config.model.to_dict(), "adapter_dim": adapter_dim,
       "num_classes": num_classes, "class_order": ctx.order[:num_classes],
@@ -74,13 +77,15 @@ def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
       "input_mean": list(ctx.dataset.mean),
       "input_std": list(ctx.dataset.std), "dataset": ctx.dataset.name}
   with timer.section("classifier_saves"):
-    checkpoint.save_classifier(classifier_dir(step_dir), variables, metadata)
+    checkpoint.save_classifier(classifier_dir(step_dir),
+                               resize_head(variables, num_classes), metadata)
 
 
 def load_classifier(ctx, step_dir, num_classes, adapter_dim):
+  """A saved step's classifier, its head widened to the sequence's."""
   variables, _ = checkpoint.load_classifier(
       classifier_dir(step_dir), ctx.abstract(num_classes, adapter_dim))
-  return variables
+  return resize_head(variables, ctx.num_outputs)
 
 
 def write_record(step_dir, record):

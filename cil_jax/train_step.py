@@ -10,6 +10,7 @@ the step is pmapped; the data's ``batch_fn`` makes each device's batch
 inside it.
 """
 
+import functools
 from typing import Any
 
 import flax
@@ -27,9 +28,14 @@ from cil_jax.parallel import BATCH_AXIS
 class TrainState:
   """Everything the student's training changes, and nothing else.
 
-  ``hparams`` holds the scalar hyperparameters of the loss (``eps``,
-  ``kd_temperature``) as arrays, so a stack of states can sweep them.
-  The teacher is never part of the state.
+  ``hparams`` holds the step's runtime scalars as arrays, so one compiled
+  step serves every class step and a stack of states can sweep them:
+  ``eps`` and ``kd_temperature`` (the loss), ``num_old`` and ``num_seen``
+  (the head is allocated for the whole class sequence; outputs from
+  ``num_seen`` on are masked out of every softmax and never updated, and
+  the teacher's first ``num_old`` outputs are distilled) and
+  ``total_steps`` (the learning-rate schedule's length). The teacher is
+  never part of the state.
   """
   step: jax.Array
   params: Any
@@ -38,32 +44,45 @@ class TrainState:
   hparams: Any
 
 
-def create_state(variables, tx, eps, kd_temperature):
+def create_state(variables, tx, eps, kd_temperature, num_old=None,
+                 num_seen=None, total_steps=1):
+  """A fresh state; ``num_seen`` defaults to every output of the head and
+  ``num_old`` to ``num_seen`` (nothing masked)."""
   params = variables["params"]
+  if num_seen is None:
+    num_seen = params["head"]["kernel"].shape[-1]
   return TrainState(
       step=jnp.zeros((), jnp.int32), params=params,
       batch_stats=variables.get("batch_stats", {}),
       opt_state=tx.init(params),
       hparams={"eps": jnp.float32(eps),
-               "kd_temperature": jnp.float32(kd_temperature)})
+               "kd_temperature": jnp.float32(kd_temperature),
+               "num_old": jnp.int32(num_seen if num_old is None else num_old),
+               "num_seen": jnp.int32(num_seen),
+               "total_steps": jnp.int32(total_steps)})
 
 
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
-                    frozen_labeler):
+                    frozen_labeler, learning_rate_fn=None, new_rows=False):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
-  teacher runs in inference mode and may be ``None`` (no distillation).
-  ``frozen_labeler`` maps a BatchNorm statistic's path to a partition label,
-  so frozen layers keep their running averages.
+  teacher runs in inference mode and may be ``None`` (no distillation). A
+  batch may bring the teacher's logits precomputed (``teacher_logits``), in
+  which case the teacher is not run. ``frozen_labeler`` maps a BatchNorm
+  statistic's path to a partition label, so frozen layers keep their running
+  averages. With ``learning_rate_fn(count, total_steps)``, ``tx`` gives the
+  update direction and the step scales it by ``-learning_rate_fn``;
+  without, ``tx``'s updates are applied as they are. ``new_rows`` (the
+  preset) updates only the head's new columns, ``num_old`` on.
   """
 
   def train_step(state, teacher, batch, rng):
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step),
                              lax.axis_index(BATCH_AXIS))
-    eps = state.hparams["eps"]
-    temperature = state.hparams["kd_temperature"]
-    if teacher_apply is not None:
+    hparams = state.hparams
+    teacher_logits = batch.get("teacher_logits")
+    if teacher_logits is None and teacher_apply is not None:
       teacher_logits = lax.stop_gradient(
           teacher_apply(teacher, batch["image"], train=False))
 
@@ -72,20 +91,28 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
           {"params": params, "batch_stats": state.batch_stats},
           batch["image"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"])
+      logits = losses.mask_logits(logits, hparams["num_seen"])
       ce = losses.cross_entropy(logits, batch["label"])
-      if teacher_apply is None:
+      if teacher_logits is None:
         kd = jnp.zeros(())
         loss = ce
       else:
-        kd = losses.distillation(kd_form, teacher_logits, logits,
-                                 temperature, kd_t2_scaling)
-        loss = losses.eps_mix(ce, kd, eps)
+        kd = losses.distillation(
+            kd_form, losses.mask_logits(teacher_logits, hparams["num_old"]),
+            logits, hparams["kd_temperature"], kd_t2_scaling,
+            num_old=hparams["num_old"])
+        loss = losses.eps_mix(ce, kd, hparams["eps"])
       return loss, (logits, updates.get("batch_stats", {}), ce, kd)
 
     (loss, (logits, batch_stats, ce, kd)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     grads = lax.pmean(grads, BATCH_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if learning_rate_fn is not None:
+      learning_rate = learning_rate_fn(state.step, hparams["total_steps"])
+      updates = jax.tree.map(lambda u: -learning_rate * u, updates)
+    updates = partition.keep_head_columns(
+        updates, hparams["num_old"] if new_rows else 0, hparams["num_seen"])
     params = optax.apply_updates(state.params, updates)
     batch_stats = partition.keep_frozen(lax.pmean(batch_stats, BATCH_AXIS),
                                         state.batch_stats, frozen_labeler)
@@ -100,6 +127,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   return train_step
 
 
+@functools.lru_cache(maxsize=None)
 def pmap_train_step(train_step, batch_fn):
   """The pmapped step ``(state, teacher, resident, feed, rng)``.
 
@@ -107,7 +135,9 @@ def pmap_train_step(train_step, batch_fn):
   device's batch: a gather from device-resident data, or the fed batch,
   augmented. State, teacher, resident data and feed are per device; the rng
   is shared (the step folds in the device index). The state buffers are
-  donated: the old state is dead after the step.
+  donated: the old state is dead after the step. Cached, so every class
+  step of a run with the same step and data layout runs one compiled
+  program.
   """
   def step(state, teacher, resident, feed, rng):
     return train_step(state, teacher, batch_fn(resident, feed), rng)
@@ -116,7 +146,9 @@ def pmap_train_step(train_step, batch_fn):
 
 
 def make_eval_step(apply_fn):
-  """pmapped ``(variables, images) -> predicted positions``."""
-  def eval_step(variables, images):
-    return jnp.argmax(apply_fn(variables, images, train=False), axis=-1)
-  return jax.pmap(eval_step, axis_name=BATCH_AXIS)
+  """pmapped ``(variables, images, num_seen) -> predicted positions`` among
+  the first ``num_seen`` outputs (``num_seen`` is shared, not per device)."""
+  def eval_step(variables, images, num_seen):
+    logits = apply_fn(variables, images, train=False)
+    return jnp.argmax(losses.mask_logits(logits, num_seen), axis=-1)
+  return jax.pmap(eval_step, axis_name=BATCH_AXIS, in_axes=(0, 0, None))

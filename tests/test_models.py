@@ -11,6 +11,7 @@ from flax import traverse_util
 
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
+from cil_jax.models.expand import resize_head
 from tests.helpers import tiny_model_config
 
 INPUT_SHAPE = (1, 8, 8, 1)
@@ -246,7 +247,39 @@ def test_expand_rejects_a_wrong_num_old():
   _, old = _init("mlp", 3)
   _, new = _init("mlp", 5)
   with pytest.raises(ValueError, match="cannot grow"):
-    expand_variables(old, new, num_old=2)
+    expand_variables(old, new, num_old=4)
+
+
+def test_expand_from_a_sequence_wide_head_keeps_only_old_columns():
+  # A sequence-wide old head (5 outputs, 3 of them its classes): columns 3+
+  # come from the new init, not from the old model's unused columns.
+  _, old = _init("mlp", 5, seed=0)
+  _, new = _init("mlp", 5, seed=1)
+  merged = expand_variables(old, new, num_old=3)
+  for leaf in ("kernel", "bias"):
+    got = merged["params"]["head"][leaf]
+    np.testing.assert_array_equal(got[..., :3],
+                                  old["params"]["head"][leaf][..., :3])
+    np.testing.assert_array_equal(got[..., 3:],
+                                  new["params"]["head"][leaf][..., 3:])
+  kernel = new["params"]["head"]["kernel"]
+  assert not np.array_equal(kernel[..., :3], old["params"]["head"]["kernel"][
+      ..., :3])  # the two inits differ, so the check above has teeth
+
+
+def test_resize_head_cuts_and_zero_pads_only_the_head():
+  _, variables = _init("mlp", 5)
+  narrow = resize_head(variables, 3)
+  wide = resize_head(narrow, 7)
+  head = variables["params"]["head"]
+  np.testing.assert_array_equal(narrow["params"]["head"]["kernel"],
+                                head["kernel"][:, :3])
+  np.testing.assert_array_equal(wide["params"]["head"]["kernel"][:, :3],
+                                head["kernel"][:, :3])
+  assert not wide["params"]["head"]["kernel"][:, 3:].any()
+  assert wide["params"]["head"]["bias"].shape == (7,)
+  jax.tree.map(np.testing.assert_array_equal,
+               wide["params"]["backbone"], variables["params"]["backbone"])
 
 
 def test_expand_rejects_a_narrower_new_head():

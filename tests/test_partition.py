@@ -231,7 +231,9 @@ def test_path_labels_first_match_wins(mlp):
 # ----------------------------------------------- masked optimizer, bit for bit
 
 
-def _run_steps(model, params, tx, num_steps=5, seed=1):
+def _run_steps(model, params, tx, num_steps=5, seed=1, first_column=0):
+  """Steps of ``tx`` on a CE loss; head columns before ``first_column`` are
+  kept as the train step keeps them for preset ``new_rows``."""
   rng_x, rng_y = jax.random.split(jax.random.PRNGKey(seed))
   images = jax.random.normal(rng_x, (16,) + INPUT_SHAPE[1:])
   labels = jax.random.randint(rng_y, (16,), 0, NUM_CLASSES)
@@ -243,6 +245,7 @@ def _run_steps(model, params, tx, num_steps=5, seed=1):
   def step(p, opt_state):
     grads = jax.grad(loss_fn)(p)
     updates, opt_state = tx.update(grads, opt_state, p)
+    updates = partition.keep_head_columns(updates, first_column, NUM_CLASSES)
     return optax.apply_updates(p, updates), opt_state, grads
 
   opt_state = tx.init(params)
@@ -264,9 +267,9 @@ def test_frozen_parameters_bit_identical_after_adamw_steps(
   model, variables = _init("mlp", adapter_dim=adapter_dim)
   params = variables["params"]
   labels = _labels(preset, params, **kwargs)
-  tx = partition.masked_optimizer(optax.adamw(1e-2, weight_decay=0.1), labels,
-                                  num_old_columns)
-  new_params, grads = _run_steps(model, params, tx)
+  tx = partition.masked_optimizer(optax.adamw(1e-2, weight_decay=0.1), labels)
+  new_params, grads = _run_steps(model, params, tx,
+                                 first_column=num_old_columns or 0)
 
   flat_old = traverse_util.flatten_dict(params, sep="/")
   flat_new = traverse_util.flatten_dict(new_params, sep="/")
@@ -312,8 +315,9 @@ def test_masked_optimizer_first_sgd_step_by_hand(mlp):
   params = variables["params"]
   labels = _labels("new_rows", params)
   lr = 0.5
-  tx = partition.masked_optimizer(optax.sgd(lr), labels, NUM_OLD)
-  new_params, grads = _run_steps(model, params, tx, num_steps=1)
+  tx = partition.masked_optimizer(optax.sgd(lr), labels)
+  new_params, grads = _run_steps(model, params, tx, num_steps=1,
+                                 first_column=NUM_OLD)
   kernel, grad = np.asarray(params["head"]["kernel"]), np.asarray(
       grads[0]["head"]["kernel"])
   expected = kernel.copy()
@@ -368,3 +372,14 @@ def test_rule_labeler_defaults_to_frozen():
   assert labeler("backbone/layer_00/bn/mean") == partition.FROZEN
   # Full match, not prefix.
   assert labeler("head") == partition.FROZEN
+
+
+def test_keep_head_columns_keeps_only_the_range_and_other_layers():
+  updates = {"head": {"kernel": np.ones((2, 6), np.float32),
+                      "bias": np.ones(6, np.float32)},
+             "backbone": {"layer_00": {"kernel": np.ones((3, 2), np.float32)}}}
+  kept = partition.keep_head_columns(updates, 2, 4)
+  np.testing.assert_array_equal(kept["head"]["bias"], [0, 0, 1, 1, 0, 0])
+  np.testing.assert_array_equal(kept["head"]["kernel"][1], [0, 0, 1, 1, 0, 0])
+  np.testing.assert_array_equal(kept["backbone"]["layer_00"]["kernel"],
+                                np.ones((3, 2)))

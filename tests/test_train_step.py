@@ -200,10 +200,14 @@ def test_step_compiles_once_per_shape(mlp):
   teacher = parallel.replicate(mlp.models.teacher_variables, devices)
   losses = []
   for i, batch in enumerate(make_batches(4, seed=3)):
-    if i == 2:  # Another eps is another value, not another program.
-      state = state.replace(hparams=replicate_state(
-          {"eps": np.float32(0.9), "kd_temperature": np.float32(4.0)},
-          devices))
+    # Another eps, or another class step (classes seen, old classes,
+    # schedule length), is another value, not another program.
+    changes = {2: {"eps": np.float32(0.9), "kd_temperature": np.float32(4.0)},
+               3: {"num_old": np.int32(3), "num_seen": np.int32(8),
+                   "total_steps": np.int32(40)}}.get(i)
+    if changes:
+      hparams = dict(parallel.unreplicate(state.hparams), **changes)
+      state = state.replace(hparams=replicate_state(hparams, devices))
     state, metrics = step_fn(state, teacher, {}, shard(batch, 8),
                              jax.random.PRNGKey(100 + i))
     losses.append(float(metrics["loss"][0]))
@@ -248,8 +252,9 @@ def test_fit_compiles_the_step_once(mlp, tmp_path, vmap):
           allowed=range(NUM_OLD, NUM_CLASSES), augment=False,
           batch_size=GLOBAL_BATCH, devices=jax.local_devices(),
           shuffle_buffer=64),
-      config=config, devices=jax.local_devices(),
-      dropout_key=jax.random.PRNGKey(0), data_seed=(0,), vmap=vmap)
+      num_old=NUM_OLD, num_seen=NUM_CLASSES, config=config,
+      devices=jax.local_devices(), dropout_key=jax.random.PRNGKey(0),
+      data_seed=(0,), vmap=vmap)
   assert traces == [(4, *IMAGE_SHAPE)]
   # Two different runs came back, each with its own final checkpoint.
   kernels = [t["params"]["head"]["kernel"] for t in trained]
@@ -274,9 +279,10 @@ def test_teacher_is_an_input_never_state(mlp, mlp_step_8):
   student_params = mlp.models.variables["params"]
   assert jax.tree.structure(final.params) == jax.tree.structure(student_params)
   assert jax.tree.structure(final) == jax.tree.structure(host_state)
-  # step + params + the SGD momentum of every param + eps and temperature.
+  # step + params + the SGD momentum of every param + the five runtime
+  # scalars (eps, temperature, num_old, num_seen, total_steps).
   num_params = len(jax.tree.leaves(student_params))
-  assert len(jax.tree.leaves(final)) == 1 + 2 * num_params + 2
+  assert len(jax.tree.leaves(final)) == 1 + 2 * num_params + 5
   teacher_head = teacher_host["params"]["head"]
   teacher_shapes = {teacher_head["kernel"].shape, teacher_head["bias"].shape}
   assert teacher_shapes == {(16, NUM_OLD), (NUM_OLD,)}
@@ -351,3 +357,70 @@ def test_head_preset_freezes_the_resnet_backbone_and_statistics(resnet_models):
   assert len(old_stats) == 2 * 21 and set(new_stats) == set(old_stats)
   for path, old in old_stats.items():
     assert np.array_equal(new_stats[path], old), path
+
+
+def _widen(variables, width, seed):
+  """``variables`` with the head widened to ``width`` columns of noise."""
+  rng = np.random.default_rng(seed)
+  head = variables["params"]["head"]
+  extra = width - head["bias"].shape[0]
+  wide_head = {
+      "kernel": np.concatenate([head["kernel"], rng.normal(size=(
+          head["kernel"].shape[0], extra)).astype(np.float32)], axis=-1),
+      "bias": np.concatenate([head["bias"],
+                              rng.normal(size=extra).astype(np.float32)])}
+  return {**variables, "params": {**variables["params"], "head": wide_head}}
+
+
+@pytest.mark.parametrize("kd_form", ["full", "renormalized"])
+def test_sequence_wide_head_trains_as_the_per_step_head(mlp_models, kd_form):
+  # A head allocated for 13 classes, of which 10 are seen and 5 old, with
+  # the unseen columns masked, trains exactly as the 10-wide student of the
+  # 5-wide teacher: same losses, same updates; unseen columns never move.
+  width = 13
+  config = default.get_config()
+  config.model.hidden_sizes = (16, 16)
+  wide = build_model(config.model, width)
+  wide_variables = _widen(mlp_models.variables, width, seed=3)
+  wide_teacher = _widen(mlp_models.teacher_variables, width, seed=4)
+  results = {}
+  for name, student, variables, teacher, teacher_variables, counts in (
+      ("narrow", mlp_models.student, mlp_models.variables, mlp_models.teacher,
+       mlp_models.teacher_variables, {}),
+      ("wide", wide, wide_variables, wide, wide_teacher,
+       {"num_old": NUM_OLD, "num_seen": NUM_CLASSES})):
+    params = variables["params"]
+    rules = partition.preset_rules("all", params)
+    tx = partition.masked_optimizer(
+        optax.chain(optax.add_decayed_weights(0.1), optax.trace(0.9)),
+        partition.trainable_labels(params, rules))
+    step = ts.make_train_step(
+        student.apply, teacher.apply, tx, kd_form, False,
+        partition.rule_labeler(rules),
+        learning_rate_fn=lambda count, total: 0.1 * (1 - count / total))
+    state = ts.create_state(variables, tx, 0.5, 2.0, total_steps=10,
+                            **counts)
+    results[name] = run_steps(ts.pmap_train_step(step, fed_batch), state,
+                              teacher_variables, make_batches(3, seed=11),
+                              jax.local_devices()[:1])
+  (narrow_state, narrow_metrics), (wide_state, wide_metrics) = (
+      results["narrow"], results["wide"])
+  for narrow_step, wide_step in zip(narrow_metrics, wide_metrics):
+    for key in ("loss", "ce", "kd", "accuracy"):
+      np.testing.assert_allclose(wide_step[key], narrow_step[key],
+                                 rtol=1e-6, err_msg=key)
+  assert float(narrow_metrics[0]["kd"][0]) > 0.1
+  narrow_params = first_replica(narrow_state.params)
+  wide_params = first_replica(wide_state.params)
+  np.testing.assert_allclose(wide_params["head"]["kernel"][:, :NUM_CLASSES],
+                             narrow_params["head"]["kernel"], rtol=1e-5,
+                             atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               wide_params["backbone"], narrow_params["backbone"])
+  # The unseen columns did not move, though weight decay pushes on them.
+  np.testing.assert_array_equal(
+      wide_params["head"]["kernel"][:, NUM_CLASSES:],
+      wide_variables["params"]["head"]["kernel"][:, NUM_CLASSES:])
+  assert not np.allclose(narrow_params["head"]["kernel"],
+                         mlp_models.variables["params"]["head"]["kernel"])
