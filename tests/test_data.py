@@ -1,6 +1,12 @@
-"""Class sequences, label remapping, pipelines, the augmentation and the
-no-leak guarantee (on digits and hand-made data; real Fashion-MNIST is in
-test_tfds.py)."""
+"""Class sequences, label remapping, pipelines, the augmentation, the
+no-leak guarantee and the TensorFlow-free path of cached data (on digits
+and hand-made data; real Fashion-MNIST is in test_tfds.py)."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -10,6 +16,7 @@ import tensorflow as tf
 from cil_jax import parallel
 from cil_jax.data import augment
 from cil_jax.data import batches
+from cil_jax.data import cache
 from cil_jax.data import classes
 from cil_jax.data import digits
 from cil_jax.data import pipeline
@@ -70,12 +77,13 @@ class _ArraySource:
   """A Source over in-memory arrays, for pipeline tests; with
   ``in_memory=False`` it streams, as a split too large to hold does."""
 
-  def __init__(self, images, labels, in_memory=True, augment=False):
+  def __init__(self, images, labels, in_memory=True, augment=False,
+               mean=(1.0,), std=(2.0,)):
     self._data = {"image": images, "label": labels}
     self._in_memory = in_memory
     self.info = source.DatasetInfo(
         name="arrays", num_classes=10, input_shape=images.shape[1:],
-        mean=(1.0,), std=(2.0,),
+        mean=mean, std=std,
         class_counts={"train": np.bincount(labels, minlength=10)},
         augment=augment)
 
@@ -90,19 +98,25 @@ class _ArraySource:
     return self._data["image"], self._data["label"]
 
 
-@pytest.mark.parametrize("in_memory", [True, False])
-def test_filtered_remaps_labels_and_normalises(in_memory):
-  # uint8 pixels, as TFDS gives them, through numpy or tf.data.
-  images = np.arange(6, dtype=np.uint8).reshape(6, 1, 1, 1)
-  labels = np.array([2, 7, 9, 5, 2, 0], np.int32)
-  order = [7, 2, 5]
-  base = pipeline.filtered(_ArraySource(images, labels, in_memory), "train",
-                           [2, 5], classes.label_map(order, 10))
-  got = list(base.as_numpy_iterator())
-  np.testing.assert_array_equal([g["label"] for g in got], [1, 2, 1])
-  # (pixel - mean 1) / std 2 for pixels 0, 3, 4.
-  np.testing.assert_allclose([g["image"].item() for g in got],
-                             [-0.5, 1.0, 1.5])
+def test_filtered_remaps_and_normalises_alike_in_numpy_and_tf_data():
+  # uint8 pixels, as TFDS gives them, held in memory or streamed.
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (200, 3, 3, 2), dtype=np.uint8)
+  labels = rng.integers(0, 10, 200).astype(np.int32)
+  stats = {"mean": (73.34, 12.5), "std": (90.32, 3.3)}
+  in_memory, streamed = (pipeline.filtered(
+      _ArraySource(images, labels, held, **stats), "train", [2, 5],
+      classes.label_map([7, 2, 5], 10)) for held in (True, False))
+  assert isinstance(in_memory, pipeline.Examples)
+  keep = np.isin(labels, [2, 5])
+  np.testing.assert_array_equal(in_memory.label,
+                                np.where(labels[keep] == 2, 1, 2))
+  np.testing.assert_allclose(
+      in_memory.image, (images[keep] - [73.34, 12.5]) / [90.32, 3.3],
+      rtol=1e-6, atol=1e-6)
+  streamed = pipeline.in_memory(streamed)  # the same float32 arithmetic
+  np.testing.assert_array_equal(in_memory.image, streamed.image)
+  np.testing.assert_array_equal(in_memory.label, streamed.label)
 
 
 def _images():
@@ -110,13 +124,14 @@ def _images():
       np.float32)
 
 
-def _train_data(placement, augment=False):
+def _train_data(placement, augment=False, streamed=False):
   """Training data of classes 5..9 (14 of ``_images`` each) on 8 devices."""
   labels = np.repeat(np.arange(5, 10), 14).astype(np.int32)
   config = default.get_config().dataset
   config.placement = placement
   return train_data.make_train_data(
-      _ArraySource(_images(), labels, augment=augment), list(range(5, 10)),
+      _ArraySource(_images(), labels, not streamed, augment),
+      list(range(5, 10)),
       classes.label_map(list(range(10)), 10), config, 16,
       jax.local_devices()[:8])
 
@@ -135,8 +150,9 @@ def _are_rows_of(images, rows):
 
 
 @pytest.mark.parametrize("placement", ["host", "device"])
-def test_train_data_feeds_batches_in_a_seeded_order(placement):
-  data = _train_data(placement)
+@pytest.mark.parametrize("streamed", [False, True])
+def test_train_data_feeds_batches_in_a_seeded_order(placement, streamed):
+  data = _train_data(placement, streamed=streamed)
   assert data.mode == placement and data.num_examples == 70
   epoch1 = [_batches(data, feed) for feed in data.epoch([0, 1], 1)]
   assert len(epoch1) == 4  # 70 // 16, the partial batch dropped
@@ -152,15 +168,18 @@ def test_train_data_feeds_batches_in_a_seeded_order(placement):
 
 @pytest.mark.parametrize("cls", [train_data.HostTrainData,
                                  train_data.DeviceTrainData])
-def test_leak_guard_refuses_old_class_labels(cls):
+@pytest.mark.parametrize("streamed", [False, True])
+def test_leak_guard_refuses_old_class_labels(cls, streamed):
   labels = np.repeat(np.arange(5, 10), 14).astype(np.int32)
   # Old-class examples slipped into the new step's data (more than the
   # 70 % 16 that an epoch drops, so a batch holds one).
   labels[:7] = 0
-  base = tf.data.Dataset.from_tensor_slices(
-      {"image": np.zeros((70, 4, 4, 1), np.float32), "label": labels})
+  base = pipeline.Examples(image=np.zeros((70, 4, 4, 1), np.float32),
+                           label=labels)
+  if streamed:
+    base = tf.data.Dataset.from_tensor_slices(dataclasses.asdict(base))
   with pytest.raises(batches.LeakError, match=r"labels \[0\]"):
-    # Device placement checks at load, host placement each batch.
+    # In-memory data is checked at load, streamed host batches each batch.
     data = cls(base, 70, range(5, 10), False, 16, jax.local_devices()[:8],
                shuffle_buffer=70)
     for _ in data.epoch([0], 1):
@@ -206,12 +225,14 @@ def test_both_placements_augment_a_feed_alike():
   np.testing.assert_array_equal(_batches(host, host_feed)["image"],
                                 from_device["image"])
   assert not np.array_equal(from_device["image"], rows[indices])  # augmented
-  # The host epoch feeds raw batches with the device epoch's augment seeds.
-  host_feeds = list(host.epoch([0], 1))
-  np.testing.assert_array_equal(
-      [np.asarray(f["augment_seed"]) for f in host_feeds],
-      [f["augment_seed"] for f in device.epoch([0], 1)])
-  assert _are_rows_of(host_feeds[0]["image"], rows)
+  # The host epoch feeds the device epoch's examples, in its order, with
+  # its augment seeds: both placements train on the same batches.
+  for host_feed, device_feed in zip(host.epoch([0], 1), device.epoch([0], 1),
+                                    strict=True):
+    np.testing.assert_array_equal(host_feed["image"],
+                                  rows[device_feed["indices"]])
+    np.testing.assert_array_equal(host_feed["augment_seed"],
+                                  device_feed["augment_seed"])
 
 
 def test_augmentation_follows_the_step_not_the_call():
@@ -228,13 +249,75 @@ def test_augmentation_follows_the_step_not_the_call():
   assert not all(np.array_equal(images[0], images[d]) for d in range(1, 8))
 
 
-def test_eval_batches_cover_every_example_once():
-  images = np.arange(37, dtype=np.float32).reshape(37, 1, 1, 1)
-  labels = np.arange(37, dtype=np.int32) % 10
-  base = tf.data.Dataset.from_tensor_slices({"image": images,
-                                             "label": labels})
+@pytest.mark.parametrize("streamed", [False, True])
+def test_eval_batches_cover_every_example_once_in_order(streamed):
+  base = pipeline.Examples(
+      image=np.arange(37, dtype=np.float32).reshape(37, 1, 1, 1),
+      label=np.arange(37, dtype=np.int32) % 10)
+  if streamed:
+    base = tf.data.Dataset.from_tensor_slices(dataclasses.asdict(base))
   seen = []
   for batch in pipeline.eval_batches(base, batch_size=16, num_devices=8):
     assert batch["image"].shape == (8, 2, 1, 1, 1)
     seen.extend(batch["image"][batch["mask"]].reshape(-1).tolist())
-  assert sorted(seen) == list(range(37))
+  assert seen == list(range(37))
+
+
+def _fake_tfds_cache(data_dir):
+  """The dataset config of a made-up 3-class dataset cached in ``data_dir``
+  as if TFDS had built it, and its arrays."""
+  config = default.get_config().dataset
+  config.name, config.data_dir = "fake_tfds", str(data_dir)
+  rng = np.random.default_rng(0)
+  arrays = {which: (rng.integers(0, 256, (n, 4, 4, 1), dtype=np.uint8),
+                    np.arange(n, dtype=np.int32) % 3)
+            for which, n in (("train", 30), ("test", 12))}
+  info = cache.describe(3, (4, 4, 1), arrays["train"][0].astype(np.float64),
+                        {w: labels for w, (_, labels) in arrays.items()},
+                        arrays, name=config.name)
+  cache.write(cache.directory(config, 0, 1), info, arrays)
+  return config, arrays
+
+
+_WITHOUT_TF = """
+import json, sys
+import jax, numpy as np
+import cil_jax.main
+from cil_jax import config_files, evaluate
+from cil_jax.data import classes, pipeline, source, train_data
+result = {}
+for name, data_dir in [("digits", ""), ("fake_tfds", sys.argv[1])]:
+  config = config_files.from_checkout("default").get_config().dataset
+  config.name, config.data_dir = name, data_dir
+  src = source.Source(config)
+  n = src.info.num_classes
+  mapping = classes.label_map(list(range(n)), n)
+  for config.placement in ("host", "device"):
+    data = train_data.make_train_data(src, [0, 1], mapping, config, 4,
+                                      jax.local_devices()[:1])
+    feeds = list(data.epoch([0], 1))
+  test = pipeline.filtered(src, "test", list(range(n)), mapping)
+  _, total = evaluate.class_counts(
+      lambda v, x: np.zeros(x.shape[:2], np.int32), None, test, n, 8, 1)
+  result[name] = {"steps": len(feeds), "test": total.tolist()}
+result["imported"] = sorted({"tensorflow", "tensorflow_datasets"}
+                            & set(sys.modules))
+print(json.dumps(result))
+"""
+
+
+def test_cached_data_never_imports_tensorflow(tmp_path):
+  """A run's whole data path (import, source, both placements, evaluation)
+  on embedded digits and on a cached TFDS dataset, in a fresh process."""
+  config, arrays = _fake_tfds_cache(tmp_path)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", _WITHOUT_TF, str(tmp_path)],
+                       cwd=repo, capture_output=True, text=True, check=True)
+  result = json.loads(out.stdout.splitlines()[-1])
+  assert result["imported"] == []
+  assert result["fake_tfds"] == {"steps": 5, "test": [4, 4, 4]}  # 20 // 4
+  assert result["digits"]["test"] == np.bincount(
+      digits.load()["test"][1]).tolist()
+  images, labels = source.Source(config).arrays("train")
+  np.testing.assert_array_equal(images, arrays["train"][0])
+  np.testing.assert_array_equal(labels, arrays["train"][1])

@@ -1,8 +1,10 @@
 """The TFDS code path: mocked CIFAR configs end to end, and the real
 Fashion-MNIST built offline from Debian's files."""
 
+import dataclasses
 import itertools
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -12,10 +14,12 @@ import tensorflow_datasets as tfds
 from cil_jax import evaluate
 from cil_jax import parallel
 from cil_jax import train
+from cil_jax.data import cache
 from cil_jax.data import classes
 from cil_jax.data import fashion_mnist
 from cil_jax.data import pipeline
 from cil_jax.data import source
+from cil_jax.data import tfds_build
 from cil_jax.data import train_data
 from cil_jax import config_files
 
@@ -70,10 +74,42 @@ def test_fashion_mnist_builds_offline_with_full_splits(fmnist_source):
   np.testing.assert_array_equal(info.class_counts["test"], [1000] * 10)
   # Fashion-MNIST's pixel mean is about 72.9 of 255 (first 10k images).
   assert 70 < info.mean[0] < 76
-  stats = [f for f in os.listdir(fmnist_source.config.data_dir + "/"
-                                 "fashion_mnist/3.0.1")
-           if f.startswith("cil_jax_stats")]
-  assert stats, "class counts and statistics are cached beside the data"
+
+
+def test_the_decoded_cache_is_read_without_tfds(fmnist_source, monkeypatch):
+  assert sorted(os.listdir(fmnist_source.cache_dir)) == [
+      "info.json", "test.npz", "train.npz"]
+  assert fmnist_source.cache_dir == os.path.join(
+      fmnist_source.config.data_dir, "cil_jax", "fashion_mnist", "train,test",
+      "0of1")
+
+  def no_build(*args):
+    raise AssertionError(f"TFDS was asked to build {args}")
+
+  monkeypatch.setattr(tfds_build, "build", no_build)
+  monkeypatch.setattr(tfds_build, "streamed_split", no_build)
+  cached = source.Source(fmnist_source.config)
+  np.testing.assert_equal(dataclasses.asdict(cached.info),
+                          dataclasses.asdict(fmnist_source.info))
+  for which in ("train", "test"):
+    for got, want in zip(cached.arrays(which), fmnist_source.arrays(which)):
+      assert got.dtype == want.dtype and got.dtype in (np.uint8, np.int32)
+      np.testing.assert_array_equal(got, want)
+
+
+def test_a_damaged_cache_names_its_file_and_the_fix(fmnist_source, tmp_path):
+  config = _dataset_config(fmnist_source, "auto")
+  config.data_dir = str(tmp_path)
+  cache_dir = cache.directory(config, 0, 1)
+  shutil.copytree(fmnist_source.cache_dir, cache_dir)
+  with open(os.path.join(cache_dir, "train.npz"), "r+b") as f:
+    f.truncate(1000)
+  with pytest.raises(ValueError, match=r"train\.npz cannot be read.*delete"):
+    source.Source(config).arrays("train")
+  with open(os.path.join(cache_dir, "info.json"), "w") as f:
+    f.write("{")
+  with pytest.raises(ValueError, match=r"info\.json is damaged.*delete"):
+    source.Source(config)
 
 
 def test_new_step_batches_never_hold_old_classes(fmnist_source):

@@ -6,8 +6,6 @@ Pixels are the raw 0..16 intensities as float32, ``[N, 8, 8, 1]``.
 """
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 NUM_CLASSES = 10
 TEST_FRACTION = 0.25
@@ -16,10 +14,14 @@ SPLIT_SEED = 0
 
 def load():
   """``{"train": (images, labels), "test": (images, labels)}``."""
-  data = load_digits()
+  # Imported here: scikit-learn costs about a second, which runs on other
+  # datasets need not pay.
+  # pylint: disable-next=g-import-not-at-top
+  from sklearn import datasets, model_selection
+  data = datasets.load_digits()
   images = data.images.astype(np.float32)[..., None]
   labels = data.target.astype(np.int32)
-  train_x, test_x, train_y, test_y = train_test_split(
+  train_x, test_x, train_y, test_y = model_selection.train_test_split(
       images, labels, test_size=TEST_FRACTION, stratify=labels,
       random_state=SPLIT_SEED)
   return {"train": (train_x, train_y), "test": (test_x, test_y)}

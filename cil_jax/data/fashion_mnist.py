@@ -16,6 +16,8 @@ Once prepared, ``tfds.builder("fashion_mnist")`` loads it like any download.
 
 import os
 
+# TFDS at module level: the builder below subclasses TFDS's. Only
+# tfds_build.py imports this module, when a dataset must be built.
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist
 

@@ -1,9 +1,10 @@
-"""Builds a config's dataset, its cached statistics and (for splits that
-fit in memory) its decoded arrays, nothing else.
+"""Builds a config's dataset and its cil_jax cache (``cache.py``: the
+statistics, class counts and, for splits that fit in memory, the decoded
+arrays), nothing else; with the cache in place it checks the cache.
 
   python -m cil_jax.data.prepare --config configs/x.py [--config.key=value]
 
-``launch.sweep`` runs it once before starting parallel workers.
+``python -m cil_jax.sweep`` runs it once before starting parallel workers.
 """
 
 from absl import app
@@ -20,7 +21,7 @@ def main(argv):
   data = source.Source(_CONFIG.value.dataset)
   info = data.info
   for which in ("train", "test"):
-    data.arrays(which)
+    data.arrays(which)  # reads (so checks) a cache built earlier
   print(f"{info.name}: {info.num_classes} classes, input {info.input_shape}, "
         f"{int(info.class_counts['train'].sum())} train and "
         f"{int(info.class_counts['test'].sum())} test examples", flush=True)

@@ -1,4 +1,4 @@
-"""A step's training data, on the host (tf.data) or resident on the devices.
+"""A step's training data, on the host or resident on the devices.
 
 Both placements give the same interface to the one pmapped train step
 (``train_step.pmap_train_step``): ``resident``, data placed on the devices
@@ -7,12 +7,16 @@ a leading ``[devices]`` axis; and ``batch_fn(resident, feed)``, the pure
 function that makes one device's batch inside the step and augments it
 (``augment.py``) when the dataset augments.
 
-- ``host``: a tf.data pipeline per epoch, prefetched to the devices; a feed
-  is the batch itself, checked on the host for old-class labels.
+- ``host``: a feed is the batch itself, prefetched to the devices. Examples
+  in memory are batched in numpy in the same order as ``device`` (one
+  permutation per epoch), so both placements train on the same batches; a
+  streamed split goes through a tf.data shuffle buffer and each batch is
+  checked on the host for old-class labels.
 - ``device``: the filtered, normalised split lives on every device; a feed
   is only a ``[devices, per_device]`` index array, gathered on device, so
-  there is no per-step host work beyond the dispatch. The labels are checked
-  once, when the data is loaded.
+  there is no per-step host work beyond the dispatch.
+
+In-memory labels are checked once, when the data is loaded.
 """
 
 import itertools
@@ -61,6 +65,8 @@ class HostTrainData:
   def __init__(self, base, num_examples, allowed, augment, batch_size,
                devices, shuffle_buffer):
     self._base, self._allowed = base, allowed
+    if isinstance(base, pipeline.Examples):
+      batches.check_labels(base.label, allowed)
     self._batch_size, self._devices = batch_size, devices
     self._shuffle_buffer = shuffle_buffer
     self.num_examples = num_examples
@@ -74,10 +80,18 @@ class HostTrainData:
     ``label`` ``[devices, per_device]``, and its ``augment_seed``."""
     num_devices = len(self._devices)
     s = pipeline.epoch_seed(seed, epoch)
-    host_batches = pipeline.train_epoch(
-        self._base, batch_size=self._batch_size, num_devices=num_devices,
-        shuffle_seed=s, shuffle_buffer=self._shuffle_buffer,
-        allowed_labels=self._allowed)
+    if isinstance(self._base, pipeline.Examples):
+      host_batches = ({"image": self._base.image[indices],
+                       "label": self._base.label[indices]}
+                      for indices in pipeline.epoch_indices(
+                          s, self.num_examples,
+                          self._batch_size // jax.process_count(),
+                          num_devices))
+    else:
+      host_batches = pipeline.train_epoch(
+          self._base, batch_size=self._batch_size, num_devices=num_devices,
+          shuffle_seed=s, shuffle_buffer=self._shuffle_buffer,
+          allowed_labels=self._allowed)
     feeds = (dict(batch, augment_seed=_augment_seeds(s, step, num_devices))
              for step, batch in enumerate(itertools.islice(
                  host_batches, self.steps_per_epoch)))
@@ -90,37 +104,34 @@ class DeviceTrainData:
   def __init__(self, base, num_examples, allowed, augment, batch_size,
                devices, shuffle_buffer):
     del shuffle_buffer  # a full permutation per epoch
-    arrays = [b for b in base.batch(8192).as_numpy_iterator()]
-    images = np.concatenate([b["image"] for b in arrays])
-    labels = np.concatenate([b["label"] for b in arrays])
-    if len(labels) != num_examples:
-      raise RuntimeError(f"Expected {num_examples} training examples from the "
-                         f"class counts but read {len(labels)}; delete the "
-                         f"stale cil_jax_stats_*.json beside the dataset.")
-    batches.check_labels(labels, allowed)
+    examples = pipeline.in_memory(base)
+    if len(examples) != num_examples:
+      raise RuntimeError(
+          f"Expected {num_examples} training examples from the dataset's "
+          f"cached class counts but read {len(examples)}: the cache is "
+          f"stale; delete the dataset's directory under <data_dir>/cil_jax/ "
+          f"to rebuild it.")
+    batches.check_labels(examples.label, allowed)
     self.num_examples = num_examples
     self._batch_size = batch_size // jax.process_count()
     self._devices = devices
     self.steps_per_epoch = num_examples // self._batch_size
     self.global_examples = num_examples
-    self.resident = parallel.replicate({"image": images, "label": labels},
-                                       devices)
+    self.resident = parallel.replicate(
+        {"image": examples.image, "label": examples.label}, devices)
     self.batch_fn = _batch_fn(_gathered_batch, augment)
 
   def epoch(self, seed, epoch):
     """Per step: ``indices`` ``[devices, per_device]`` into the resident
     data, and the batch's ``augment_seed``."""
     s = pipeline.epoch_seed(seed, epoch)
-    order = np.random.default_rng(s).permutation(
-        self.num_examples).astype(np.int32)
     num_devices = len(self._devices)
-    for step in range(self.steps_per_epoch):
-      start = step * self._batch_size
-      yield {
-          "indices": order[start:start + self._batch_size].reshape(
-              num_devices, -1),
-          "augment_seed": _augment_seeds(s, step, num_devices),
-      }
+    steps = pipeline.epoch_indices(s, self.num_examples, self._batch_size,
+                                   num_devices)
+    for step, indices in enumerate(itertools.islice(steps,
+                                                    self.steps_per_epoch)):
+      yield {"indices": indices,
+             "augment_seed": _augment_seeds(s, step, num_devices)}
 
 
 def _augment_seeds(epoch_seed, step, num_devices):
