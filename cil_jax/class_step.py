@@ -76,7 +76,8 @@ def train_jobs(ctx, t, jobs):
       members=[members[i] for i in to_fit], train_data=train_data,
       num_old=ctx.num_old(t), num_seen=ctx.num_seen(t), config=ctx.config,
       devices=ctx.devices, dropout_key=keys.dropout,
-      data_seed=keys.data_seed, vmap=ctx.vmap) if to_fit else []))
+      data_seed=keys.data_seed, vmap=ctx.vmap,
+      teacher_logits_fn=models.teacher_logits_fn) if to_fit else []))
   train_seconds = (time.perf_counter() - start) / max(len(to_fit), 1)
   return [
       _save_and_evaluate(ctx, t, job, member, fitted.get(i), models, {

@@ -49,38 +49,56 @@ class Member:
 
 
 def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
-        devices, dropout_key, data_seed, vmap=False):
+        devices, dropout_key, data_seed, vmap=False, teacher_logits_fn=None):
   """Trains every member of ``members``; returns their host variables.
 
   ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
   ``tx``; each member's teacher is an input of every step, never trained,
   never saved with the student. ``train_data`` is a ``data.train_data``
   object. The head's first ``num_seen`` outputs are this step's classes,
-  the first ``num_old`` the teacher's. Resumes from the members' newest
-  common checkpoint; the batches of an epoch depend only on
-  ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
+  the first ``num_old`` the teacher's. With ``teacher_logits_fn`` (a
+  jitted inference pass of the teacher) and device-resident data without
+  augmentation, a teacher's logits are computed once per step and gathered
+  by the step instead of running the teacher on every batch. Resumes from
+  the members' newest common checkpoint; the batches of an epoch depend only
+  on ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
   """
   total_steps = config.train.epochs * train_data.steps_per_epoch
   host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature,
                                  num_old, num_seen, total_steps)
                  for m in members]
-  loop = _EpochLoop(config, train_data, devices, data_seed)
+  precompute = (teacher_logits_fn is not None and train_data.mode == "device"
+                and not train_data.augment)
+
+  def data_for(teacher_variables):
+    """The data, and the teacher the step runs (none if precomputed)."""
+    if teacher_variables is None or not precompute:
+      return train_data, teacher_variables
+    with timer.section("teacher_logits"):
+      return (train_data.with_teacher_logits(teacher_logits_fn,
+                                             teacher_variables), None)
+
   if vmap and len(members) > 1:
     shared = all(m.teacher_variables is members[0].teacher_variables
                  for m in members)
     step_fn = ts.pmap_train_step(members_lib.make_members_step(
         train_step, shared_teacher=shared), train_data.batch_fn)
-    teachers = (members[0].teacher_variables if shared else
-                members_lib.stack_states([m.teacher_variables
-                                          for m in members]))
-    finals = loop.run(step_fn, members, host_states, teachers,
-                      jnp.stack([dropout_key] * len(members)), stacked=True)
+    if shared:
+      data, teachers = data_for(members[0].teacher_variables)
+    else:  # one teacher per member: each runs on every batch
+      data, teachers = train_data, members_lib.stack_states(
+          [m.teacher_variables for m in members])
+    finals = _EpochLoop(config, data, devices, data_seed).run(
+        step_fn, members, host_states, teachers,
+        jnp.stack([dropout_key] * len(members)), stacked=True)
   else:
     step_fn = ts.pmap_train_step(train_step, train_data.batch_fn)
     finals = []
     for member, host_state in zip(members, host_states):
-      finals += loop.run(step_fn, [member], [host_state],
-                         member.teacher_variables, dropout_key, stacked=False)
+      data, teacher = data_for(member.teacher_variables)
+      finals += _EpochLoop(config, data, devices, data_seed).run(
+          step_fn, [member], [host_state], teacher, dropout_key,
+          stacked=False)
   return [_variables(final) for final in finals]
 
 

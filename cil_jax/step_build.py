@@ -14,6 +14,8 @@ import functools
 import os
 from typing import Any
 
+import jax
+
 from cil_jax import fit
 from cil_jax import optim
 from cil_jax import partition
@@ -32,6 +34,7 @@ class StepModels:
   adapter_dim: int
   tx: Any  # the masked update direction (optim.make_direction)
   train_step: Any  # the per-device step (train_step.make_train_step)
+  teacher_logits_fn: Any  # jitted (variables, images) -> teacher logits
 
 
 def adapter_dim(method, previous):
@@ -86,7 +89,11 @@ def _build(ctx, method, previous):
       learning_rate_fn=functools.partial(optim.learning_rate,
                                          ctx.config.optim),
       new_rows=method.layers == "new_rows")
-  return StepModels(student, teacher, rules, labels, dim, tx, train_step)
+  teacher_logits_fn = None
+  if teacher is not None:
+    teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))
+  return StepModels(student, teacher, rules, labels, dim, tx, train_step,
+                    teacher_logits_fn)
 
 
 def make_members(ctx, t, jobs, models):

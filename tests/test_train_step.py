@@ -21,6 +21,7 @@ from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import train_step as ts
 from cil_jax.bench.setup import random_variables
+from cil_jax.data import pipeline
 from cil_jax.data import train_data
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
@@ -424,3 +425,45 @@ def test_sequence_wide_head_trains_as_the_per_step_head(mlp_models, kd_form):
       wide_variables["params"]["head"]["kernel"][:, NUM_CLASSES:])
   assert not np.allclose(narrow_params["head"]["kernel"],
                          mlp_models.variables["params"]["head"]["kernel"])
+
+
+def test_precomputed_teacher_logits_train_as_the_teacher_forward(mlp,
+                                                                  tmp_path):
+  # Without augmentation the frozen teacher's logits are computed once per
+  # step and gathered; training matches running the teacher on each batch.
+  config = default.get_config()
+  config.train.batch_size = GLOBAL_BATCH
+  config.train.epochs = 2
+  config.train.checkpoint_every_epochs = 2
+  data = make_batches(1, seed=12, size=3 * GLOBAL_BATCH)[0]
+  examples = pipeline.Examples(image=data["image"], label=data["label"])
+  device_data = train_data.DeviceTrainData.from_examples(
+      examples, range(NUM_OLD, NUM_CLASSES), False, GLOBAL_BATCH,
+      jax.local_devices())
+  models = mlp.models
+  teacher_fn = jax.jit(lambda v, x: models.teacher.apply(v, x, train=False))
+  trained = {}
+  for name, logits_fn in (("per batch", None), ("precomputed", teacher_fn)):
+    member = fit.Member(
+        variables=models.variables, eps=0.5, kd_temperature=2.0,
+        teacher_variables=models.teacher_variables,
+        checkpoint_dir=str(tmp_path / name.replace(" ", "_")), name=name)
+    trained[name] = fit.fit(
+        train_step=mlp.per_device_step(), tx=mlp.tx, members=[member],
+        train_data=device_data, num_old=NUM_OLD, num_seen=NUM_CLASSES,
+        config=config, devices=jax.local_devices(),
+        dropout_key=jax.random.PRNGKey(0), data_seed=(0,),
+        teacher_logits_fn=logits_fn)[0]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               trained["precomputed"], trained["per batch"])
+  moved = np.abs(trained["precomputed"]["params"]["head"]["kernel"]
+                 - models.variables["params"]["head"]["kernel"]).max()
+  assert moved > 1e-3
+  # The precomputed table holds the teacher's logits of every example.
+  resident = device_data.with_teacher_logits(
+      teacher_fn, models.teacher_variables).resident
+  np.testing.assert_allclose(
+      np.asarray(resident["teacher_logits"][0]),
+      np.asarray(teacher_fn(models.teacher_variables, data["image"])),
+      rtol=1e-5, atol=1e-6)

@@ -7,7 +7,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 from cil_jax import members
 from cil_jax import parallel
@@ -18,6 +17,7 @@ from cil_jax.bench.setup import NUM_OLD
 from cil_jax.bench.setup import RNG
 from cil_jax.bench.setup import stage
 from cil_jax.bench.setup import staged_batch
+from cil_jax.data import pipeline
 from cil_jax.data import train_data
 
 
@@ -51,15 +51,18 @@ def throughput(setup, devices, data, settings):
 
 
 def input_pipelines(setup, devices, data, augment, settings):
-  """Step time fed by tf.data on the host and by on-device gathers, each
-  through its data's own ``batch_fn`` (augmenting if ``augment``)."""
-  base = tf.data.Dataset.from_tensor_slices(data)
-  num_examples = len(data["label"])
+  """Step time fed by host batches (numpy, prefetched) and by on-device
+  gathers from the resident split, each through its data's own
+  ``batch_fn`` (augmenting if ``augment``)."""
+  examples = pipeline.Examples(image=data["image"], label=data["label"])
+  allowed = range(NUM_OLD, NUM_CLASSES)
   teacher = setup.replicated_teacher(devices)
   result = {}
-  for cls in (train_data.HostTrainData, train_data.DeviceTrainData):
-    train = cls(base, num_examples, range(NUM_OLD, NUM_CLASSES), augment,
-                GLOBAL_BATCH, devices, shuffle_buffer=num_examples)
+  for train in (
+      train_data.HostTrainData(examples, len(examples), allowed, augment,
+                               GLOBAL_BATCH, devices, len(examples)),
+      train_data.DeviceTrainData.from_examples(examples, allowed, augment,
+                                               GLOBAL_BATCH, devices)):
     step_s = timed_steps(ts.pmap_train_step(setup.step, train.batch_fn),
                          setup.state(devices), teacher, train.resident,
                          train.epoch([0], 1), RNG, settings.warmup)
@@ -70,7 +73,7 @@ def input_pipelines(setup, devices, data, augment, settings):
 def members_vs_sequential(setup, devices, data, settings):
   """H members (eps from 0 to 1) in one vmapped program against H runs one
   after another, each trained ``warmup + steps`` steps; end to end includes
-  compiling, as every ``pmap_train_step`` is a new program."""
+  compiling (once for the sequential runs, which share one program)."""
   num = settings.members
   teacher = setup.replicated_teacher(devices)
   staged = stage(data, devices)

@@ -25,7 +25,7 @@ def print_report(results):
   def overhead(r, key):
     return (f"{r[key]:.2f} ({100 * (r[key] / r['prestaged_ms'] - 1):+.0f}%)")
   print_table("Input pipeline: step ms (overhead vs pre-staged)",
-              ["model", "augment", "pre-staged", "device", "host tf.data"],
+              ["model", "augment", "pre-staged", "device", "host"],
               [[n, r["input"]["augment"], f"{r['input']['prestaged_ms']:.2f}",
                 overhead(r["input"], "device_ms"),
                 overhead(r["input"], "host_ms")] for n, r in models.items()])

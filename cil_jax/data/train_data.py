@@ -12,32 +12,40 @@ function that makes one device's batch inside the step and augments it
   permutation per epoch), so both placements train on the same batches; a
   streamed split goes through a tf.data shuffle buffer and each batch is
   checked on the host for old-class labels.
-- ``device``: the filtered, normalised split lives on every device; a feed
-  is only a ``[devices, per_device]`` index array, gathered on device, so
-  there is no per-step host work beyond the dispatch.
+- ``device``: the run's whole training split lives on every device, as
+  stored (``device_split.py``); a feed is only a ``[devices, per_device]``
+  index array into it, gathered and normalised on device, so there is no
+  per-step host work beyond the dispatch and every step feeds the compiled
+  step the same shapes. Without augmentation the teacher's logits can be
+  precomputed once per step (``with_teacher_logits``).
 
 In-memory labels are checked once, when the data is loaded.
 """
 
+import copy
 import itertools
-import math
 
 import jax
 import numpy as np
 from flax import jax_utils
 from jax.experimental import multihost_utils
 
-from cil_jax import parallel
 from cil_jax.data import augment as augment_lib
 from cil_jax.data import batches
+from cil_jax.data import device_split as device_split_lib
 from cil_jax.data import pipeline
 
 PLACEMENTS = ("auto", "device", "host")
 
 
 def make_train_data(source, class_ids, mapping, dataset_config, batch_size,
-                    devices):
-  """Training data of ``class_ids`` in the configured placement."""
+                    devices, device_split=None):
+  """Training data of ``class_ids`` in the configured placement.
+
+  ``device_split`` (``device_split_of``), when given, is the run's resident
+  split, shared by its steps; placement ``device`` needs the split in
+  memory.
+  """
   info = source.info
   local = int(info.class_counts["train"][np.asarray(class_ids)].sum())
   # Every process must run the same number of steps (the gradient pmean
@@ -45,18 +53,49 @@ def make_train_data(source, class_ids, mapping, dataset_config, batch_size,
   counts = np.asarray(multihost_utils.process_allgather(np.int64(local)))
   steps_per_epoch = int(counts.min()) // (batch_size // jax.process_count())
   allowed = sorted(int(mapping[c]) for c in class_ids)
-  base = pipeline.filtered(source, "train", class_ids, mapping)
-  placement = dataset_config.placement
-  if placement == "auto":
-    megabytes = local * math.prod(info.input_shape) * 4 / 2**20
-    placement = ("device" if megabytes <= dataset_config.device_max_mb
-                 else "host")
-  cls = DeviceTrainData if placement == "device" else HostTrainData
-  data = cls(base, local, allowed, info.augment, batch_size, devices,
-             dataset_config.shuffle_buffer)
+  if placement_of(source, dataset_config) == "device":
+    split = device_split or device_split_of(source, mapping, devices)
+    rows = np.flatnonzero(np.isin(split.label, allowed)).astype(np.int32)
+    if len(rows) != local:
+      raise RuntimeError(
+          f"Expected {local} training examples from the dataset's cached "
+          f"class counts but found {len(rows)}: the cache is stale; delete "
+          f"the dataset's directory under <data_dir>/cil_jax/ to rebuild it.")
+    data = DeviceTrainData(split, rows, allowed, info.augment, batch_size,
+                           devices)
+  else:
+    data = HostTrainData(pipeline.filtered(source, "train", class_ids,
+                                           mapping),
+                         local, allowed, info.augment, batch_size, devices,
+                         dataset_config.shuffle_buffer)
   data.steps_per_epoch = steps_per_epoch  # equal on every process
   data.global_examples = int(counts.sum())
   return data
+
+
+def placement_of(source, dataset_config):
+  """``device`` or ``host``: ``auto`` keeps the training split on the
+  devices when it is in memory and fits ``device_max_mb`` as stored."""
+  arrays = source.arrays("train")
+  if arrays is None:  # streamed: too large for memory, so for the devices
+    if dataset_config.placement == "device":
+      raise ValueError(
+          "config.dataset.placement='device' keeps the whole training split "
+          "on the devices, but this split is streamed (too large to hold in "
+          "memory); use placement 'auto' or 'host'.")
+    return "host"
+  if dataset_config.placement != "auto":
+    return dataset_config.placement
+  return ("device" if arrays[0].nbytes / 2**20 <= dataset_config.device_max_mb
+          else "host")
+
+
+def device_split_of(source, mapping, devices):
+  """This process's training split on ``devices``, labels as positions."""
+  images, labels = source.arrays("train")
+  return device_split_lib.DeviceSplit.create(
+      images, np.asarray(mapping, np.int32)[labels], source.info.mean,
+      source.info.std, devices)
 
 
 class HostTrainData:
@@ -73,7 +112,8 @@ class HostTrainData:
     self.steps_per_epoch = num_examples // (batch_size // jax.process_count())
     self.global_examples = num_examples
     self.resident = {}
-    self.batch_fn = _batch_fn(_fed_batch, augment)
+    self.augment = augment
+    self.batch_fn = _fed_augmented_batch if augment else _fed_batch
 
   def epoch(self, seed, epoch):
     """Per step: the batch ``image`` ``[devices, per_device, ...]`` and
@@ -99,38 +139,55 @@ class HostTrainData:
 
 
 class DeviceTrainData:
+  """A step's examples (``rows``) of a resident ``DeviceSplit``."""
   mode = "device"
 
-  def __init__(self, base, num_examples, allowed, augment, batch_size,
-               devices, shuffle_buffer):
-    del shuffle_buffer  # a full permutation per epoch
-    examples = pipeline.in_memory(base)
-    if len(examples) != num_examples:
-      raise RuntimeError(
-          f"Expected {num_examples} training examples from the dataset's "
-          f"cached class counts but read {len(examples)}: the cache is "
-          f"stale; delete the dataset's directory under <data_dir>/cil_jax/ "
-          f"to rebuild it.")
-    batches.check_labels(examples.label, allowed)
-    self.num_examples = num_examples
+  def __init__(self, split, rows, allowed, augment, batch_size, devices):
+    batches.check_labels(split.label[rows], allowed)
+    self.split, self.rows = split, rows
+    self.num_examples = len(rows)
     self._batch_size = batch_size // jax.process_count()
     self._devices = devices
-    self.steps_per_epoch = num_examples // self._batch_size
-    self.global_examples = num_examples
-    self.resident = parallel.replicate(
-        {"image": examples.image, "label": examples.label}, devices)
-    self.batch_fn = _batch_fn(_gathered_batch, augment)
+    self.steps_per_epoch = self.num_examples // self._batch_size
+    self.global_examples = self.num_examples
+    self.resident = split.resident
+    self.augment = augment
+    self.batch_fn = (device_split_lib.gathered_augmented_batch if augment
+                     else device_split_lib.gathered_batch)
+
+  @classmethod
+  def from_examples(cls, examples, allowed, augment, batch_size, devices):
+    """All of ``examples`` (``pipeline.Examples``, normalised) as a step's
+    data on a split of their own."""
+    channels = examples.image.shape[-1]
+    split = device_split_lib.DeviceSplit.create(
+        examples.image, examples.label, np.zeros(channels),
+        np.ones(channels), devices)
+    return cls(split, np.arange(len(examples), dtype=np.int32), allowed,
+               augment, batch_size, devices)
+
+  def with_teacher_logits(self, logits_fn, teacher_variables):
+    """This data with the teacher's logits precomputed into the resident
+    data and gathered into every batch (``teacher_logits``); only without
+    augmentation, where they are constant."""
+    if self.augment:
+      raise ValueError("Teacher logits cannot be precomputed for augmented "
+                       "batches.")
+    data = copy.copy(self)
+    data.resident = self.split.teacher_logits(
+        logits_fn, teacher_variables, self.rows, self._devices)
+    return data
 
   def epoch(self, seed, epoch):
     """Per step: ``indices`` ``[devices, per_device]`` into the resident
-    data, and the batch's ``augment_seed``."""
+    split, and the batch's ``augment_seed``."""
     s = pipeline.epoch_seed(seed, epoch)
     num_devices = len(self._devices)
     steps = pipeline.epoch_indices(s, self.num_examples, self._batch_size,
                                    num_devices)
     for step, indices in enumerate(itertools.islice(steps,
                                                     self.steps_per_epoch)):
-      yield {"indices": indices,
+      yield {"indices": self.rows[indices],
              "augment_seed": _augment_seeds(s, step, num_devices)}
 
 
@@ -145,21 +202,7 @@ def _fed_batch(resident, feed):
   return {"image": feed["image"], "label": feed["label"]}
 
 
-def _gathered_batch(resident, feed):
-  indices = feed["indices"]
-  return {"image": resident["image"][indices],
-          "label": resident["label"][indices]}
-
-
-def _batch_fn(select, augment):
-  """``batch_fn(resident, feed)``: this device's batch, by ``select``,
-  augmented if the dataset augments."""
-  if not augment:
-    return select
-
-  def batch_fn(resident, feed):
-    batch = select(resident, feed)
-    key = augment_lib.device_key(feed["augment_seed"])
-    return dict(batch, image=augment_lib.random_crop_flip(key, batch["image"]))
-
-  return batch_fn
+def _fed_augmented_batch(resident, feed):
+  batch = _fed_batch(resident, feed)
+  key = augment_lib.device_key(feed["augment_seed"])
+  return dict(batch, image=augment_lib.random_crop_flip(key, batch["image"]))
