@@ -7,6 +7,7 @@ Pixels are the raw 0..16 intensities as float32, ``[N, 8, 8, 1]``.
 
 import numpy as np
 
+NAME = "digits"  # config.dataset.name of the embedded dataset
 NUM_CLASSES = 10
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0

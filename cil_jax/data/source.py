@@ -20,7 +20,7 @@ import numpy as np
 from cil_jax.data import cache
 from cil_jax.data import digits
 
-EMBEDDED = ("digits",)
+EMBEDDED = (digits.NAME,)
 AUGMENTED = ("cifar10", "cifar100")  # random crop (4 px padding) + flip
 
 

@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 
 from cil_jax.data import cache
 from cil_jax.data import fashion_mnist
-from cil_jax.data import source
+from cil_jax.data import digits
 
 # Without TFDS's in-memory cache of small datasets: every split is read once
 # here (a small one into the cil_jax cache; ``pipeline.filtered`` caches
@@ -95,7 +95,7 @@ def _prepared_builder(dataset_config):
                            data_dir=dataset_config.data_dir or None)
   except tfds.core.registered.DatasetNotFoundError as e:
     raise ValueError(f"config.dataset.name={dataset_config.name!r} is neither "
-                     f"{source.EMBEDDED} nor a TFDS dataset: {e}") from None
+                     f"{(digits.NAME,)} nor a TFDS dataset: {e}") from None
   keys = builder.info.supervised_keys
   if not keys or not isinstance(builder.info.features[keys[1]],
                                 tfds.features.ClassLabel):
