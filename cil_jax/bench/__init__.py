@@ -10,6 +10,7 @@ JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count=8.
 
 Modules, by job: ``setup`` (what is trained: models, optimizer, step, random
 data staged on the devices), ``measure`` (the timed measurements), ``report``
-(the printed tables) and ``__main__`` (flags, and the results JSON).
-Importing this package defines no flags.
+(the printed tables) and ``__main__`` (flags, and the results JSON);
+``e2e``, on its own, times whole ``cil_jax.main`` processes from outside
+(``python -m cil_jax.bench.e2e``). Importing this package defines no flags.
 """
