@@ -22,6 +22,7 @@ from typing import Optional
 
 from cil_jax import fit
 from cil_jax import methods
+from cil_jax import rebalance
 from cil_jax import step_build
 from cil_jax import step_outputs
 from cil_jax import timer
@@ -106,6 +107,12 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
     variables = step_outputs.load_classifier(ctx, job.step_dir, num_seen,
                                              models.adapter_dim)
   else:
+    if job.method.weight_aligning and job.previous is not None:
+      # Before saving, so a resumed run loads the aligned classifier.
+      variables, gamma = rebalance.align_variables(variables, ctx.num_old(t),
+                                                   num_seen)
+      print(f"{member.name}: weight aligning scaled the new columns by "
+            f"{gamma:.4f}", flush=True)
     step_outputs.save_classifier(ctx, job.step_dir, variables, num_seen,
                                  models.adapter_dim)
   record = {

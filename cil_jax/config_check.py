@@ -39,6 +39,8 @@ def validate(config, num_devices):
        f"config.eps_kd.kd_temperature={kd.kd_temperature} must be > 0.")
   need(kd.kd_form in losses.KD_FORMS,
        f"config.eps_kd.kd_form={kd.kd_form!r}; use one of {losses.KD_FORMS}.")
+  need(kd.ce_form in losses.CE_FORMS,
+       f"config.eps_kd.ce_form={kd.ce_form!r}; use one of {losses.CE_FORMS}.")
   need(kd.layers in partition.PRESETS,
        f"config.eps_kd.layers={kd.layers!r}; use one of {partition.PRESETS}.")
   need(kd.last_k >= 1, f"config.eps_kd.last_k={kd.last_k} must be >= 1.")

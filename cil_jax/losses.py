@@ -10,17 +10,24 @@ import jax.numpy as jnp
 import optax
 
 KD_FORMS = ("renormalized", "full")
+# Cross-entropy of a class step's data over all seen classes, or over the
+# new classes only ("local", R-DFCIL, Gao et al. 2022): then new data never
+# pushes the old classes' logits down, and only distillation moves them.
+CE_FORMS = ("all", "local")
 # A logit this low gets softmax weight exactly 0 in float32, at any
 # temperature used here, and stays finite, so 0 * log p is 0 (not NaN).
 MASKED_LOGIT = -1e9
 
 
-def mask_logits(logits, num_valid):
-  """``logits`` with outputs from ``num_valid`` on (classes not yet seen)
-  set to ``MASKED_LOGIT``: softmax, cross-entropy and KD over the result
-  equal those over the first ``num_valid`` columns alone, and no gradient
-  reaches the masked outputs. ``num_valid`` may be traced."""
-  valid = jnp.arange(logits.shape[-1]) < num_valid
+def mask_logits(logits, num_valid, first_valid=0):
+  """``logits`` with outputs outside ``[first_valid, num_valid)`` set to
+  ``MASKED_LOGIT``: softmax, cross-entropy and KD over the result equal
+  those over those columns alone, and no gradient reaches the masked
+  outputs. From ``num_valid`` on are the classes not yet seen;
+  ``first_valid = num_old`` keeps only the new classes (local CE).
+  Both may be traced."""
+  position = jnp.arange(logits.shape[-1])
+  valid = (position >= first_valid) & (position < num_valid)
   return jnp.where(valid, logits, MASKED_LOGIT)
 
 

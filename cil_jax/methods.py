@@ -20,7 +20,9 @@ AUTO = "auto"
 class Method:
   """A method's knobs. ``eps`` is a float in [0, 1], or ``None`` for the
   auto rule k/(k+m) (``config.eps_kd.eps='auto'``), resolved per step by
-  ``eps_for``; the config string never reaches the train step."""
+  ``eps_for``; the config string never reaches the train step.
+  ``ce_form`` is one of ``losses.CE_FORMS``; ``weight_aligning`` rescales
+  the new classes' head columns after each step (``cil_jax.rebalance``)."""
   name: str
   eps: Optional[float]
   kd_form: str = "full"
@@ -31,6 +33,8 @@ class Method:
   trainable_regex: str = ""
   adapter_dim: int = 0
   joint: bool = False
+  ce_form: str = "all"
+  weight_aligning: bool = False
 
   @property
   def distills(self):
@@ -83,7 +87,8 @@ def get_method(name, config):
     c = config.eps_kd
     return Method(name, parse_eps(c.eps), c.kd_form, c.kd_temperature,
                   c.kd_t2_scaling, c.layers, c.last_k, c.trainable_regex,
-                  c.adapter_dim if c.layers == "adapter" else 0)
+                  c.adapter_dim if c.layers == "adapter" else 0,
+                  ce_form=c.ce_form, weight_aligning=c.weight_aligning)
   if name == "lwf":
     return Method(name, 0.5, "renormalized", 2.0, False)
   if name == "finetune":

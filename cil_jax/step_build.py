@@ -52,13 +52,20 @@ def preset_labels(method, params):
 
 def structure(method, previous):
   """What must be equal for two steps to share models and a compiled step:
-  the layer preset, the student's adapter and, when distilling, the KD form
-  and the teacher's adapter. Method names, eps and T are not part of it."""
+  the layer preset, the student's adapter, whether the CE is local and,
+  when distilling, the KD form and the teacher's adapter. Method names, eps,
+  T and weight aligning (after training) are not part of it."""
   distills = previous is not None and method.distills
   return (method.layers, method.last_k, method.trainable_regex,
-          adapter_dim(method, previous),
+          adapter_dim(method, previous), local_ce(method, previous),
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
           if distills else None)
+
+
+def local_ce(method, previous):
+  """Local CE needs old classes to leave out: a step from scratch (the
+  first, or joint) has none."""
+  return previous is not None and method.ce_form == "local"
 
 
 def build_models(ctx, method, previous):
@@ -88,7 +95,8 @@ def _build(ctx, method, previous):
       method.kd_form, method.kd_t2_scaling, partition.rule_labeler(rules),
       learning_rate_fn=functools.partial(optim.learning_rate,
                                          ctx.config.optim),
-      new_rows=method.layers == "new_rows")
+      new_rows=method.layers == "new_rows",
+      local_ce=local_ce(method, previous))
   teacher_logits_fn = None
   if teacher is not None:
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))

@@ -63,7 +63,8 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
 
 
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
-                    frozen_labeler, learning_rate_fn=None, new_rows=False):
+                    frozen_labeler, learning_rate_fn=None, new_rows=False,
+                    local_ce=False):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -74,7 +75,10 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   averages. With ``learning_rate_fn(count, total_steps)``, ``tx`` gives the
   update direction and the step scales it by ``-learning_rate_fn``;
   without, ``tx``'s updates are applied as they are. ``new_rows`` (the
-  preset) updates only the head's new columns, ``num_old`` on.
+  preset) updates only the head's new columns, ``num_old`` on. ``local_ce``
+  takes the cross-entropy over the new classes' outputs only, ``num_old``
+  to ``num_seen`` (``losses.CE_FORMS``); the accuracy metric stays over all
+  seen classes.
   """
 
   def train_step(state, teacher, batch, rng):
@@ -92,7 +96,9 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
           batch["image"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"])
       logits = losses.mask_logits(logits, hparams["num_seen"])
-      ce = losses.cross_entropy(logits, batch["label"])
+      ce = losses.cross_entropy(
+          losses.mask_logits(logits, hparams["num_seen"], hparams["num_old"])
+          if local_ce else logits, batch["label"])
       if teacher_logits is None:
         kd = jnp.zeros(())
         loss = ce

@@ -56,6 +56,14 @@ def get_config():
   config.eps_kd.last_k = 2  # layers=last_k
   config.eps_kd.adapter_dim = 64  # layers=adapter
   config.eps_kd.trainable_regex = ""  # layers=regex, e.g. "(backbone/layer_01|head)/.*"
+  # all: CE over every seen class (the paper's). local: CE over the new
+  # classes only (R-DFCIL), so new data does not push old logits down; only
+  # KD then ranks new against old logits (kd_form=full pushes new ones
+  # down: new classes unlearnt on Fashion-MNIST); one new class: CE is 0.
+  config.eps_kd.ce_form = "all"
+  # After each step, scale the new head columns (and biases) to the old
+  # columns' mean norm (weight aligning, Zhao et al. CVPR 2020).
+  config.eps_kd.weight_aligning = False
 
   config.optim = config_dict.ConfigDict()
   config.optim.name = "adam"  # sgd | adam | adamw

@@ -201,6 +201,32 @@ def test_distillation_unknown_form_raises():
                         jnp.array([STUDENT_OLD]), 2.0)
 
 
+# ------------------------------------------------------- masking, local CE
+
+
+def test_local_cross_entropy_by_hand():
+  # Outputs [1, 3) of [1, 2, 0.5, 3] kept: -log softmax([2, 0.5])[1].
+  expected = math.log(math.e**2 + math.exp(0.5)) - 0.5
+  assert expected == pytest.approx(1.7014, abs=1e-4)
+  logits = jnp.array([[1.0, 2.0, 0.5, 3.0]])
+  masked = losses.mask_logits(logits, 3, first_valid=1)
+  np.testing.assert_array_equal(masked, [[losses.MASKED_LOGIT, 2.0, 0.5,
+                                          losses.MASKED_LOGIT]])
+  assert float(losses.cross_entropy(masked, jnp.array([2]))) == (
+      pytest.approx(expected, rel=1e-6))
+  # Only the kept outputs get a gradient: softmax([2, 0.5]) - onehot.
+  grad = jax.grad(lambda z: losses.cross_entropy(
+      losses.mask_logits(z, 3, 1), jnp.array([2])))(logits)
+  p1 = math.e**2 / (math.e**2 + math.exp(0.5))
+  np.testing.assert_allclose(grad, [[0.0, p1, (1.0 - p1) - 1.0, 0.0]],
+                             atol=1e-6)
+  # A traced lower bound, and 0 (the default) masks only from num_valid on.
+  jitted = jax.jit(losses.mask_logits)(logits, 3, 1)
+  np.testing.assert_array_equal(jitted, masked)
+  np.testing.assert_array_equal(losses.mask_logits(logits, 3)[0, :3],
+                                [1.0, 2.0, 0.5])
+
+
 # -------------------------------------------------------------- eps mixing
 
 
