@@ -47,6 +47,9 @@ def bench_model(name, settings, devices):
                      (settings.warmup + settings.steps) * GLOBAL_BATCH)
   result = {"image_shape": list(image_shape), "num_params": setup.num_params}
   result.update(measure.throughput(setup, devices, data, settings))
+  result["precomputed_teacher_ms"] = measure.precomputed_teacher(
+      setup, devices, data, settings)
+  result["floor_ms"] = measure.floor(setup, data, settings)
   augment = image_shape == (32, 32, 3)
   result["input"] = {"augment": augment, "prestaged_ms": result["step_ms"],
                      **measure.input_pipelines(setup, devices, data, augment,

@@ -1,6 +1,8 @@
 """The timed measurements of one model's ``Setup``: the train step on
-pre-staged batches, its input pipelines, and sweep members in one program
-against one run after another."""
+pre-staged batches (with the teacher run per batch, or its logits
+precomputed as runs without augmentation do) against the floor of the same
+shapes, its input pipelines, and sweep members in one program against one
+run after another."""
 
 import time
 
@@ -8,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cil_jax import losses
 from cil_jax import members
 from cil_jax import parallel
 from cil_jax import train_step as ts
@@ -48,6 +51,46 @@ def throughput(setup, devices, data, settings):
                        settings.warmup)
   return {"compile_s": compile_s, "step_ms": 1e3 * step_s,
           "steps_per_s": 1 / step_s, "examples_per_s": GLOBAL_BATCH / step_s}
+
+
+def floor(setup, data, settings):
+  """The floor of a train step: the student's forward and backward pass
+  alone (the gradient of its cross-entropy), jitted on one device, on
+  pre-staged batches: no teacher, optimizer, collectives or dispatch of a
+  pmapped program."""
+  variables = setup.variables
+
+  @jax.jit
+  def gradients(params, batch):
+    def loss(p):
+      logits, _ = setup.student.apply(
+          {**variables, "params": p}, batch["image"], train=True,
+          rngs={"dropout": RNG}, mutable=["batch_stats"])
+      return losses.cross_entropy(logits, batch["label"])
+    return jax.grad(loss)(params)
+
+  batches = [jax.device_put({k: v[0] for k, v in batch.items()})
+             for batch in stage(data, jax.local_devices()[:1])]
+  params = jax.device_put(variables["params"])
+  for batch in batches[:settings.warmup]:
+    jax.block_until_ready(gradients(params, batch))
+  start = time.perf_counter()
+  for batch in batches[settings.warmup:]:
+    out = gradients(params, batch)
+  jax.block_until_ready(out)
+  return 1e3 * (time.perf_counter() - start) / (len(batches)
+                                                - settings.warmup)
+
+
+def precomputed_teacher(setup, devices, data, settings):
+  """Step ms with the teacher's logits precomputed and fed in the batch."""
+  logits = jax.jit(lambda v, x: setup.teacher.apply(v, x, train=False))(
+      setup.teacher_variables, data["image"])
+  staged = stage(dict(data, teacher_logits=np.asarray(logits)), devices)
+  step_s = timed_steps(ts.pmap_train_step(setup.step, staged_batch),
+                       setup.state(devices), {}, {}, staged, RNG,
+                       settings.warmup)
+  return 1e3 * step_s
 
 
 def input_pipelines(setup, devices, data, augment, settings):

@@ -22,6 +22,16 @@ def print_report(results):
                 f"{r['step_ms']:.2f}", f"{r['steps_per_s']:.1f}",
                 f"{r['examples_per_s']:,.0f}"] for n, r in models.items()])
 
+  print_table("Train step against its floor (the student's forward and "
+              "backward pass alone, jitted, one device)",
+              ["model", "floor ms", "step ms", "vs floor",
+               "step, teacher logits precomputed, ms", "vs floor"],
+              [[n, f"{r['floor_ms']:.2f}", f"{r['step_ms']:.2f}",
+                f"{100 * (r['step_ms'] / r['floor_ms'] - 1):+.0f}%",
+                f"{r['precomputed_teacher_ms']:.2f}",
+                f"{100 * (r['precomputed_teacher_ms'] / r['floor_ms'] - 1):+.0f}%"]
+               for n, r in models.items()])
+
   def overhead(r, key):
     return (f"{r[key]:.2f} ({100 * (r[key] / r['prestaged_ms'] - 1):+.0f}%)")
   print_table("Input pipeline: step ms (overhead vs pre-staged)",
