@@ -27,6 +27,7 @@ from cil_jax import members as members_lib
 from cil_jax import parallel
 from cil_jax import timer
 from cil_jax import train_step as ts
+from cil_jax.data import train_data as train_data_lib
 
 # An epoch's mean loss above this multiple of the first batch's loss (or of
 # 1, whichever is larger) is divergence: a healthy run's loss falls.
@@ -78,10 +79,14 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
       return (train_data.with_teacher_logits(teacher_logits_fn,
                                              teacher_variables), None)
 
+  # Device-resident data runs a whole epoch per dispatch (lax.scan); host
+  # batches are fed one step at a time.
+  pmap = (ts.pmap_train_epoch if train_data.mode == "device"
+          else ts.pmap_train_step)
   if vmap and len(members) > 1:
     shared = all(m.teacher_variables is members[0].teacher_variables
                  for m in members)
-    step_fn = ts.pmap_train_step(members_lib.make_members_step(
+    step_fn = pmap(members_lib.make_members_step(
         train_step, shared_teacher=shared), train_data.batch_fn)
     if shared:
       data, teachers = data_for(members[0].teacher_variables)
@@ -92,7 +97,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
         step_fn, members, host_states, teachers,
         jnp.stack([dropout_key] * len(members)), stacked=True)
   else:
-    step_fn = ts.pmap_train_step(train_step, train_data.batch_fn)
+    step_fn = pmap(train_step, train_data.batch_fn)
     finals = []
     for member, host_state in zip(members, host_states):
       data, teacher = data_for(member.teacher_variables)
@@ -124,24 +129,28 @@ class _EpochLoop:
     teacher = parallel.replicate(teacher_variables or {}, self.devices)
     resident = self.train_data.resident
     self._log_start(members, host_states)
+    whole_epochs = self.train_data.mode == "device"
     first_loss = None
     for epoch in range(start_epoch + 1, epochs + 1):
-      start = time.perf_counter()
+      start, compiles = time.perf_counter(), timer.total("compiles")
+      feeds = ([train_data_lib.stacked_epoch(self.train_data, self.data_seed,
+                                             epoch)] if whole_epochs
+               else self.train_data.epoch(self.data_seed, epoch))
       epoch_metrics = []
-      for feed in self.train_data.epoch(self.data_seed, epoch):
+      for feed in feeds:
         state, metrics = step_fn(state, teacher, resident, feed, rng)
         epoch_metrics.append(metrics)
-        if len(epoch_metrics) == 1 and epoch == start_epoch + 1:
-          # The loop's first step holds the compile (when not cached).
-          first_loss = np.atleast_1d(jax.device_get(metrics["loss"])[0])
-          timer.add("first_steps", time.perf_counter() - start)
-          start = time.perf_counter()
-      # Per member: [H] means of each metric (H = 1 unstacked).
-      host_metrics = jax.device_get(epoch_metrics)
-      means = {k: np.mean([np.atleast_1d(m[k][0]) for m in host_metrics],
-                          axis=0) for k in host_metrics[0]}
+      # Per step, per member: rows [steps, H] of each metric (H = 1 when
+      # not stacked); a whole-epoch dispatch returns all its steps at once.
+      rows = {k: np.concatenate([
+          np.reshape(m[k][0], (-1 if whole_epochs else 1, len(members)))
+          for m in jax.device_get(epoch_metrics)]) for k in epoch_metrics[0]}
+      means = {k: v.mean(axis=0) for k, v in rows.items()}
+      if first_loss is None:
+        first_loss = rows["loss"][0]
       seconds = time.perf_counter() - start
-      timer.add("train_steps", seconds)
+      timer.add("train_steps", seconds - (timer.total("compiles")
+                                          - compiles))
       examples_per_s = (self.train_data.steps_per_epoch *
                         self.config.train.batch_size / seconds)
       for i, member in enumerate(members):

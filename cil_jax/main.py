@@ -48,6 +48,7 @@ def main(argv):
   # Orbax logs every save at INFO; progress lines are printed instead.
   logging.set_verbosity(logging.WARNING)
   timer.add("imports", timer.since_start())
+  timer.track_compiles()
   try:
     if _WORKDIR.value is not None:
       train.run(_CONFIG.value, _WORKDIR.value)

@@ -3,10 +3,13 @@ checkpoints.
 
 A process-wide tally of named buckets (``add`` or ``with section(...)``):
 ``imports`` (``main``, before the run starts), ``train_data``, ``setup``
-(models, optimizer, members), ``first_steps`` (each loop's first step,
-which holds its compile), ``train_steps``, ``eval``, ``checkpoints``
-(training state) and ``classifier_saves``. ``budget`` reports them with the
-share of wall time spent outside the train and eval steps.
+(models, optimizer, members), ``compiles`` (every program JAX traces,
+lowers and compiles, from its own monitoring events), ``train_steps``
+(without the compiles they triggered), ``eval``, ``teacher_logits``,
+``checkpoints`` (training state) and ``classifier_saves``. ``budget``
+reports them with the share of wall time spent outside the train and eval
+steps. Buckets may overlap where one section holds another's work (a
+compile inside ``setup`` counts in both).
 """
 
 import contextlib
@@ -14,6 +17,23 @@ import time
 
 _START = time.perf_counter()  # main imports this first, before JAX and TF
 _TOTALS = {}
+# JAX's monitoring events of making a program: tracing, lowering, compiling.
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+def _on_event(event, duration, **kwargs):
+  del kwargs
+  if event in _COMPILE_EVENTS:
+    add("compiles", duration)
+
+
+def track_compiles():
+  """Counts JAX's compile events into ``compiles`` from now on (``main``
+  calls it once; JAX is imported here, after the clock started)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.monitoring.register_event_duration_secs_listener(_on_event)
 
 
 def add(bucket, seconds):
@@ -28,6 +48,10 @@ def section(bucket):
     yield
   finally:
     add(bucket, time.perf_counter() - start)
+
+
+def total(bucket):
+  return _TOTALS.get(bucket, 0.0)
 
 
 def since_start():

@@ -151,6 +151,22 @@ def pmap_train_step(train_step, batch_fn):
                   donate_argnums=(0,))
 
 
+@functools.lru_cache(maxsize=None)
+def pmap_train_epoch(train_step, batch_fn):
+  """The pmapped ``(state, teacher, resident, feeds, rng)`` running one step
+  per feed of ``feeds`` (leaves ``[steps, ...]`` per device) in a
+  ``lax.scan``: a whole epoch in one dispatch, for device-resident data
+  whose feeds are small index arrays. Metrics come back per step. Cached
+  like ``pmap_train_step``; an epoch of another length is another program.
+  """
+  def epoch(state, teacher, resident, feeds, rng):
+    def one_step(state, feed):
+      return train_step(state, teacher, batch_fn(resident, feed), rng)
+    return lax.scan(one_step, state, feeds)
+  return jax.pmap(epoch, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, 0, None),
+                  donate_argnums=(0,))
+
+
 def make_eval_step(apply_fn):
   """pmapped ``(variables, images, num_seen) -> predicted positions`` among
   the first ``num_seen`` outputs (``num_seen`` is shared, not per device)."""

@@ -26,7 +26,7 @@ def test_run_main_reports_wall_rss_buckets_and_accuracy():
   # JAX alone takes well over 100 MB; a figure below means a wrong unit.
   assert 100 < result["peak_rss_mb"] < 100_000
   timing = result["timing"]
-  for bucket in ("imports", "train_data", "setup", "first_steps",
+  for bucket in ("imports", "train_data", "setup", "compiles",
                  "train_steps", "eval"):
     assert timing[f"{bucket}_seconds"] >= 0
   # The outside view includes interpreter start and exit.

@@ -467,3 +467,38 @@ def test_precomputed_teacher_logits_train_as_the_teacher_forward(mlp,
       np.asarray(resident["teacher_logits"][0]),
       np.asarray(teacher_fn(models.teacher_variables, data["image"])),
       rtol=1e-5, atol=1e-6)
+
+
+def test_whole_epoch_dispatch_trains_as_one_step_per_dispatch(mlp, tmp_path):
+  # Device-resident data runs each epoch as one lax.scan dispatch; host
+  # batches (the same examples in the same order) run a dispatch per step.
+  config = default.get_config()
+  config.train.batch_size = GLOBAL_BATCH
+  config.train.epochs = 2
+  config.train.checkpoint_every_epochs = 2
+  data = make_batches(1, seed=13, size=3 * GLOBAL_BATCH)[0]
+  examples = pipeline.Examples(image=data["image"], label=data["label"])
+  allowed = range(NUM_OLD, NUM_CLASSES)
+  devices = jax.local_devices()
+  placements = {
+      "device": train_data.DeviceTrainData.from_examples(
+          examples, allowed, False, GLOBAL_BATCH, devices),
+      "host": train_data.HostTrainData(examples, len(examples), allowed,
+                                       False, GLOBAL_BATCH, devices,
+                                       len(examples))}
+  trained = {}
+  for name, feed_data in placements.items():
+    member = fit.Member(
+        variables=mlp.models.variables, eps=0.5, kd_temperature=2.0,
+        teacher_variables=mlp.models.teacher_variables,
+        checkpoint_dir=str(tmp_path / name), name=name)
+    trained[name] = fit.fit(
+        train_step=mlp.per_device_step(), tx=mlp.tx, members=[member],
+        train_data=feed_data, num_old=NUM_OLD, num_seen=NUM_CLASSES,
+        config=config, devices=devices, dropout_key=jax.random.PRNGKey(0),
+        data_seed=(0,))[0]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6),
+               trained["device"], trained["host"])
+  assert np.abs(trained["device"]["params"]["head"]["kernel"]
+                - mlp.models.variables["params"]["head"]["kernel"]).max() > 1e-3

@@ -191,6 +191,13 @@ class DeviceTrainData:
              "augment_seed": _augment_seeds(s, step, num_devices)}
 
 
+def stacked_epoch(data, seed, epoch):
+  """``data.epoch``'s feeds stacked into one, leaves ``[devices, steps,
+  ...]``, for ``train_step.pmap_train_epoch``."""
+  feeds = list(data.epoch(seed, epoch))
+  return {key: np.stack([f[key] for f in feeds], axis=1) for key in feeds[0]}
+
+
 def _augment_seeds(epoch_seed, step, num_devices):
   """``[devices, 2]``: (epoch seed, step) for every device; each device
   folds in its own index (``augment.device_key``)."""
