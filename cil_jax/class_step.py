@@ -78,7 +78,8 @@ def train_jobs(ctx, t, jobs):
       num_old=ctx.num_old(t), num_seen=ctx.num_seen(t), config=ctx.config,
       devices=ctx.devices, dropout_key=keys.dropout,
       data_seed=keys.data_seed, vmap=ctx.vmap,
-      teacher_logits_fn=models.teacher_logits_fn) if to_fit else []))
+      teacher_logits_fn=models.teacher_logits_fn,
+      whole_epochs=ctx.whole_epochs) if to_fit else []))
   train_seconds = (time.perf_counter() - start) / max(len(to_fit), 1)
   return [
       _save_and_evaluate(ctx, t, job, member, fitted.get(i), models, {

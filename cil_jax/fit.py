@@ -50,7 +50,8 @@ class Member:
 
 
 def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
-        devices, dropout_key, data_seed, vmap=False, teacher_logits_fn=None):
+        devices, dropout_key, data_seed, vmap=False, teacher_logits_fn=None,
+        whole_epochs=False):
   """Trains every member of ``members``; returns their host variables.
 
   ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
@@ -60,7 +61,9 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   the first ``num_old`` the teacher's. With ``teacher_logits_fn`` (a
   jitted inference pass of the teacher) and device-resident data without
   augmentation, a teacher's logits are computed once per step and gathered
-  by the step instead of running the teacher on every batch. Resumes from
+  by the step instead of running the teacher on every batch. With
+  ``whole_epochs`` and device-resident data, an epoch is one dispatch
+  (``train_step.pmap_train_epoch``). Resumes from
   the members' newest common checkpoint; the batches of an epoch depend only
   on ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
   """
@@ -79,10 +82,8 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
       return (train_data.with_teacher_logits(teacher_logits_fn,
                                              teacher_variables), None)
 
-  # Device-resident data runs a whole epoch per dispatch (lax.scan); host
-  # batches are fed one step at a time.
-  pmap = (ts.pmap_train_epoch if train_data.mode == "device"
-          else ts.pmap_train_step)
+  whole_epochs = whole_epochs and train_data.mode == "device"
+  pmap = ts.pmap_train_epoch if whole_epochs else ts.pmap_train_step
   if vmap and len(members) > 1:
     shared = all(m.teacher_variables is members[0].teacher_variables
                  for m in members)
@@ -93,7 +94,8 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
     else:  # one teacher per member: each runs on every batch
       data, teachers = train_data, members_lib.stack_states(
           [m.teacher_variables for m in members])
-    finals = _EpochLoop(config, data, devices, data_seed).run(
+    finals = _EpochLoop(config, data, devices, data_seed,
+                        whole_epochs).run(
         step_fn, members, host_states, teachers,
         jnp.stack([dropout_key] * len(members)), stacked=True)
   else:
@@ -101,7 +103,8 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
     finals = []
     for member, host_state in zip(members, host_states):
       data, teacher = data_for(member.teacher_variables)
-      finals += _EpochLoop(config, data, devices, data_seed).run(
+      finals += _EpochLoop(config, data, devices, data_seed,
+                           whole_epochs).run(
           step_fn, [member], [host_state], teacher, dropout_key,
           stacked=False)
   return [_variables(final) for final in finals]
@@ -110,9 +113,10 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
 class _EpochLoop:
   """Epochs of a compiled step over one member or a stack of them."""
 
-  def __init__(self, config, train_data, devices, data_seed):
+  def __init__(self, config, train_data, devices, data_seed, whole_epochs):
     self.config, self.train_data = config, train_data
     self.devices, self.data_seed = devices, data_seed
+    self.whole_epochs = whole_epochs
 
   def run(self, step_fn, members, host_states, teacher_variables, rng,
           stacked):
@@ -129,7 +133,7 @@ class _EpochLoop:
     teacher = parallel.replicate(teacher_variables or {}, self.devices)
     resident = self.train_data.resident
     self._log_start(members, host_states)
-    whole_epochs = self.train_data.mode == "device"
+    whole_epochs = self.whole_epochs
     first_loss = None
     for epoch in range(start_epoch + 1, epochs + 1):
       start, compiles = time.perf_counter(), timer.total("compiles")

@@ -496,7 +496,7 @@ def test_whole_epoch_dispatch_trains_as_one_step_per_dispatch(mlp, tmp_path):
         train_step=mlp.per_device_step(), tx=mlp.tx, members=[member],
         train_data=feed_data, num_old=NUM_OLD, num_seen=NUM_CLASSES,
         config=config, devices=devices, dropout_key=jax.random.PRNGKey(0),
-        data_seed=(0,))[0]
+        data_seed=(0,), whole_epochs=True)[0]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
                                                        atol=1e-6),
                trained["device"], trained["host"])

@@ -49,6 +49,11 @@ def bench_model(name, settings, devices):
   result.update(measure.throughput(setup, devices, data, settings))
   result["precomputed_teacher_ms"] = measure.precomputed_teacher(
       setup, devices, data, settings)
+  # As runs do: a whole epoch per dispatch only where XLA keeps the step's
+  # speed inside a loop (not convolutions on a CPU; see step_context.py).
+  if devices[0].platform != "cpu" or name == "mlp":
+    result["whole_epoch_ms"] = measure.whole_epoch(setup, devices, data,
+                                                   settings)
   result["floor_ms"] = measure.floor(setup, data, settings)
   augment = image_shape == (32, 32, 3)
   result["input"] = {"augment": augment, "prestaged_ms": result["step_ms"],
