@@ -62,8 +62,8 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   jitted inference pass of the teacher) and device-resident data without
   augmentation, a teacher's logits are computed once per step and gathered
   by the step instead of running the teacher on every batch. With
-  ``whole_epochs`` and device-resident data, an epoch is one dispatch
-  (``train_step.pmap_train_epoch``). Resumes from
+  ``whole_epochs`` and device-resident data, an epoch runs ``CHUNK`` steps
+  per dispatch (``train_step.pmap_train_epoch``). Resumes from
   the members' newest common checkpoint; the batches of an epoch depend only
   on ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
   """
@@ -137,18 +137,22 @@ class _EpochLoop:
     first_loss = None
     for epoch in range(start_epoch + 1, epochs + 1):
       start, compiles = time.perf_counter(), timer.total("compiles")
-      feeds = ([train_data_lib.stacked_epoch(self.train_data, self.data_seed,
-                                             epoch)] if whole_epochs
+      feeds = (train_data_lib.epoch_chunks(self.train_data, self.data_seed,
+                                           epoch, ts.CHUNK) if whole_epochs
                else self.train_data.epoch(self.data_seed, epoch))
-      epoch_metrics = []
+      epoch_metrics, valid = [], []
       for feed in feeds:
         state, metrics = step_fn(state, teacher, resident, feed, rng)
         epoch_metrics.append(metrics)
+        valid.append(feed["valid"][0] if whole_epochs else [True])
       # Per step, per member: rows [steps, H] of each metric (H = 1 when
-      # not stacked); a whole-epoch dispatch returns all its steps at once.
+      # not stacked); a chunk's dispatch returns its steps at once, padded
+      # ones dropped here.
+      keep = np.concatenate(valid)
       rows = {k: np.concatenate([
           np.reshape(m[k][0], (-1 if whole_epochs else 1, len(members)))
-          for m in jax.device_get(epoch_metrics)]) for k in epoch_metrics[0]}
+          for m in jax.device_get(epoch_metrics)])[keep]
+              for k in epoch_metrics[0]}
       means = {k: v.mean(axis=0) for k, v in rows.items()}
       if first_loss is None:
         first_loss = rows["loss"][0]

@@ -151,19 +151,33 @@ def pmap_train_step(train_step, batch_fn):
                   donate_argnums=(0,))
 
 
+# Steps per dispatch of ``pmap_train_epoch``: one program serves epochs of
+# any length, the last chunk padded with skipped steps.
+CHUNK = 32
+
+
 @functools.lru_cache(maxsize=None)
 def pmap_train_epoch(train_step, batch_fn):
-  """The pmapped ``(state, teacher, resident, feeds, rng)`` running one step
-  per feed of ``feeds`` (leaves ``[steps, ...]`` per device) in a
-  ``lax.scan``: a whole epoch in one dispatch, for device-resident data
-  whose feeds are small index arrays. Metrics come back per step. Cached
-  like ``pmap_train_step``; an epoch of another length is another program.
+  """The pmapped ``(state, teacher, resident, feeds, rng)`` running up to
+  ``CHUNK`` steps in one dispatch (a ``lax.scan``), for device-resident
+  data whose feeds are small index arrays: ``feeds`` leaves are ``[CHUNK,
+  ...]`` per device, and ``feeds["valid"]`` marks the real steps; a padded
+  step is skipped (``lax.cond``: nothing computed, the state unchanged,
+  zero metrics). Metrics come back per step. Cached like
+  ``pmap_train_step``.
   """
-  def epoch(state, teacher, resident, feeds, rng):
+  def chunk(state, teacher, resident, feeds, rng):
     def one_step(state, feed):
-      return train_step(state, teacher, batch_fn(resident, feed), rng)
+      def run(state):
+        return train_step(state, teacher, batch_fn(resident, feed), rng)
+
+      def skip(state):
+        metrics = jax.eval_shape(run, state)[1]
+        return state, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype),
+                                   metrics)
+      return lax.cond(feed["valid"], run, skip, state)
     return lax.scan(one_step, state, feeds)
-  return jax.pmap(epoch, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, 0, None),
+  return jax.pmap(chunk, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, 0, None),
                   donate_argnums=(0,))
 
 

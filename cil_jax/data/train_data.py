@@ -191,11 +191,21 @@ class DeviceTrainData:
              "augment_seed": _augment_seeds(s, step, num_devices)}
 
 
-def stacked_epoch(data, seed, epoch):
-  """``data.epoch``'s feeds stacked into one, leaves ``[devices, steps,
-  ...]``, for ``train_step.pmap_train_epoch``."""
+def epoch_chunks(data, seed, epoch, chunk):
+  """``data.epoch``'s feeds stacked ``chunk`` at a time, leaves ``[devices,
+  chunk, ...]``, for ``train_step.pmap_train_epoch``; ``valid`` ``[devices,
+  chunk]`` marks real steps, the last chunk padded with copies of its last
+  feed."""
   feeds = list(data.epoch(seed, epoch))
-  return {key: np.stack([f[key] for f in feeds], axis=1) for key in feeds[0]}
+  num_devices = len(next(iter(feeds[0].values())))
+  for start in range(0, len(feeds), chunk):
+    part = feeds[start:start + chunk]
+    valid = np.arange(chunk) < len(part)
+    part += [part[-1]] * (chunk - len(part))
+    stacked = {key: np.stack([f[key] for f in part], axis=1)
+               for key in part[0]}
+    stacked["valid"] = np.tile(valid, (num_devices, 1))
+    yield stacked
 
 
 def _augment_seeds(epoch_seed, step, num_devices):
