@@ -53,7 +53,7 @@ class StepContext:
     self.order = [c for group in groups for c in group]
     self.mapping = classes.label_map(self.order, self.dataset.num_classes)
     self.num_outputs = len(self.order)
-    # A whole epoch per dispatch (lax.scan) saves the per-step dispatch; on
+    # Many steps per dispatch (lax.scan) save the per-step dispatch; on
     # a CPU, XLA runs convolutions inside a loop about 18x slower than
     # alone (small CNN: 3.0 s against 0.17 s a step), so there only MLPs
     # take it.

@@ -49,7 +49,7 @@ def bench_model(name, settings, devices):
   result.update(measure.throughput(setup, devices, data, settings))
   result["precomputed_teacher_ms"] = measure.precomputed_teacher(
       setup, devices, data, settings)
-  # As runs do: a whole epoch per dispatch only where XLA keeps the step's
+  # As runs do: many steps per dispatch only where XLA keeps the step's
   # speed inside a loop (not convolutions on a CPU; see step_context.py).
   if devices[0].platform != "cpu" or name == "mlp":
     result["whole_epoch_ms"] = measure.whole_epoch(setup, devices, data,
