@@ -427,78 +427,74 @@ def test_sequence_wide_head_trains_as_the_per_step_head(mlp_models, kd_form):
                          mlp_models.variables["params"]["head"]["kernel"])
 
 
-def test_precomputed_teacher_logits_train_as_the_teacher_forward(mlp,
-                                                                  tmp_path):
-  # Without augmentation the frozen teacher's logits are computed once per
-  # step and gathered; training matches running the teacher on each batch.
+def _fit_two_epochs(mlp, feed_data, checkpoint_dir, **fit_kwargs):
+  """The mlp's student trained for 2 epochs on ``feed_data`` by ``fit``
+  (eps 0.5, T 2, the step's own teacher); its host variables."""
   config = default.get_config()
   config.train.batch_size = GLOBAL_BATCH
   config.train.epochs = 2
   config.train.checkpoint_every_epochs = 2
-  data = make_batches(1, seed=12, size=3 * GLOBAL_BATCH)[0]
-  examples = pipeline.Examples(image=data["image"], label=data["label"])
+  member = fit.Member(
+      variables=mlp.models.variables, eps=0.5, kd_temperature=2.0,
+      teacher_variables=mlp.models.teacher_variables,
+      checkpoint_dir=str(checkpoint_dir), name=os.path.basename(
+          checkpoint_dir))
+  return fit.fit(
+      train_step=mlp.per_device_step(), tx=mlp.tx, members=[member],
+      train_data=feed_data, num_old=NUM_OLD, num_seen=NUM_CLASSES,
+      config=config, devices=jax.local_devices(),
+      dropout_key=jax.random.PRNGKey(0), data_seed=(0,), **fit_kwargs)[0]
+
+
+def _assert_trained_alike(got, want, start):
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
+                                                       atol=1e-6), got, want)
+  # Two trained models, not two copies of the start.
+  assert np.abs(got["params"]["head"]["kernel"]
+                - start["params"]["head"]["kernel"]).max() > 1e-3
+
+
+def _examples(seed):
+  data = make_batches(1, seed=seed, size=3 * GLOBAL_BATCH)[0]
+  return pipeline.Examples(image=data["image"], label=data["label"])
+
+
+def test_precomputed_teacher_logits_train_as_the_teacher_forward(mlp,
+                                                                  tmp_path):
+  # Without augmentation the frozen teacher's logits are computed once per
+  # step and gathered; training matches running the teacher on each batch.
+  examples = _examples(seed=12)
   device_data = train_data.DeviceTrainData.from_examples(
       examples, range(NUM_OLD, NUM_CLASSES), False, GLOBAL_BATCH,
       jax.local_devices())
   models = mlp.models
   teacher_fn = jax.jit(lambda v, x: models.teacher.apply(v, x, train=False))
-  trained = {}
-  for name, logits_fn in (("per batch", None), ("precomputed", teacher_fn)):
-    member = fit.Member(
-        variables=models.variables, eps=0.5, kd_temperature=2.0,
-        teacher_variables=models.teacher_variables,
-        checkpoint_dir=str(tmp_path / name.replace(" ", "_")), name=name)
-    trained[name] = fit.fit(
-        train_step=mlp.per_device_step(), tx=mlp.tx, members=[member],
-        train_data=device_data, num_old=NUM_OLD, num_seen=NUM_CLASSES,
-        config=config, devices=jax.local_devices(),
-        dropout_key=jax.random.PRNGKey(0), data_seed=(0,),
-        teacher_logits_fn=logits_fn)[0]
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               trained["precomputed"], trained["per batch"])
-  moved = np.abs(trained["precomputed"]["params"]["head"]["kernel"]
-                 - models.variables["params"]["head"]["kernel"]).max()
-  assert moved > 1e-3
+  per_batch = _fit_two_epochs(mlp, device_data, tmp_path / "per_batch")
+  precomputed = _fit_two_epochs(mlp, device_data, tmp_path / "precomputed",
+                                teacher_logits_fn=teacher_fn)
+  _assert_trained_alike(precomputed, per_batch, models.variables)
   # The precomputed table holds the teacher's logits of every example.
   resident = device_data.with_teacher_logits(
       teacher_fn, models.teacher_variables).resident
   np.testing.assert_allclose(
       np.asarray(resident["teacher_logits"][0]),
-      np.asarray(teacher_fn(models.teacher_variables, data["image"])),
+      np.asarray(teacher_fn(models.teacher_variables, examples.image)),
       rtol=1e-5, atol=1e-6)
 
 
 def test_whole_epoch_dispatch_trains_as_one_step_per_dispatch(mlp, tmp_path):
-  # Device-resident data runs each epoch as one lax.scan dispatch; host
-  # batches (the same examples in the same order) run a dispatch per step.
-  config = default.get_config()
-  config.train.batch_size = GLOBAL_BATCH
-  config.train.epochs = 2
-  config.train.checkpoint_every_epochs = 2
-  data = make_batches(1, seed=13, size=3 * GLOBAL_BATCH)[0]
-  examples = pipeline.Examples(image=data["image"], label=data["label"])
+  # Device-resident data runs an epoch in chunks of lax.scan steps per
+  # dispatch; host batches (the same examples in the same order) run a
+  # dispatch per step.
+  examples = _examples(seed=13)
   allowed = range(NUM_OLD, NUM_CLASSES)
   devices = jax.local_devices()
-  placements = {
-      "device": train_data.DeviceTrainData.from_examples(
+  device = _fit_two_epochs(
+      mlp, train_data.DeviceTrainData.from_examples(
           examples, allowed, False, GLOBAL_BATCH, devices),
-      "host": train_data.HostTrainData(examples, len(examples), allowed,
-                                       False, GLOBAL_BATCH, devices,
-                                       len(examples))}
-  trained = {}
-  for name, feed_data in placements.items():
-    member = fit.Member(
-        variables=mlp.models.variables, eps=0.5, kd_temperature=2.0,
-        teacher_variables=mlp.models.teacher_variables,
-        checkpoint_dir=str(tmp_path / name), name=name)
-    trained[name] = fit.fit(
-        train_step=mlp.per_device_step(), tx=mlp.tx, members=[member],
-        train_data=feed_data, num_old=NUM_OLD, num_seen=NUM_CLASSES,
-        config=config, devices=devices, dropout_key=jax.random.PRNGKey(0),
-        data_seed=(0,), whole_epochs=True)[0]
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               trained["device"], trained["host"])
-  assert np.abs(trained["device"]["params"]["head"]["kernel"]
-                - mlp.models.variables["params"]["head"]["kernel"]).max() > 1e-3
+      tmp_path / "device", whole_epochs=True)
+  host = _fit_two_epochs(
+      mlp, train_data.HostTrainData(examples, len(examples), allowed, False,
+                                    GLOBAL_BATCH, devices, len(examples)),
+      tmp_path / "host")
+  _assert_trained_alike(device, host, mlp.models.variables)
