@@ -72,21 +72,57 @@ def train_jobs(ctx, t, jobs):
   to_fit = [i for i, job in enumerate(jobs)
             if not step_outputs.has_classifier(job.step_dir)]
   start = time.perf_counter()
+  replays = (step_build.replay_sets(ctx, t, [jobs[i] for i in to_fit],
+                                    keys.replay) if to_fit else None)
+  common = dict(train_data=train_data, num_old=ctx.num_old(t),
+                num_seen=ctx.num_seen(t), devices=ctx.devices,
+                dropout_key=keys.dropout, data_seed=keys.data_seed,
+                vmap=ctx.vmap, whole_epochs=ctx.whole_epochs,
+                replays=replays, replay_rows=max(
+                    1, method.replay_batch // len(ctx.devices)))
   fitted = dict(zip(to_fit, fit.fit(
       train_step=models.train_step, tx=models.tx,
-      members=[members[i] for i in to_fit], train_data=train_data,
-      num_old=ctx.num_old(t), num_seen=ctx.num_seen(t), config=ctx.config,
-      devices=ctx.devices, dropout_key=keys.dropout,
-      data_seed=keys.data_seed, vmap=ctx.vmap,
-      teacher_logits_fn=models.teacher_logits_fn,
-      whole_epochs=ctx.whole_epochs) if to_fit else []))
+      members=[members[i] for i in to_fit], config=ctx.config,
+      teacher_logits_fn=models.teacher_logits_fn, **common)
+                    if to_fit else []))
+  if replays and method.head_finetune_steps:
+    fitted = _head_finetune(ctx, method, previous, to_fit, members, fitted,
+                            common)
   train_seconds = (time.perf_counter() - start) / max(len(to_fit), 1)
   return [
       _save_and_evaluate(ctx, t, job, member, fitted.get(i), models, {
           "num_train_examples": train_data.global_examples,
           "data_placement": train_data.mode,
-          "train_seconds": round(train_seconds, 2)})
+          "train_seconds": round(train_seconds, 2),
+          **({"replay": replays[0]["stats"]} if replays else {})})
       for i, (job, member) in enumerate(zip(jobs, members))]
+
+
+def _head_finetune(ctx, method, previous, to_fit, members, fitted, common):
+  """``method.head_finetune_steps`` (rounded up to whole epochs of the new
+  data) of the head alone on the class-balanced
+  CE over the new data and the step's synthetic old rows
+  (``methods.head_finetune``), from the fitted variables; checkpoints
+  beside the step's own, so a killed run resumes here."""
+  head = methods.head_finetune(method)
+  models = step_build.build_models(ctx, head, previous)
+  config = ctx.config.copy_and_resolve_references()
+  config.train.epochs = -(-method.head_finetune_steps
+                          // common["train_data"].steps_per_epoch)
+  config.train.checkpoint_every_epochs = config.train.epochs
+  finetuned = fit.fit(
+      train_step=models.train_step, tx=models.tx, config=config,
+      members=[dataclasses.replace(
+          members[i], variables=fitted[i], eps=0.0, teacher_variables=None,
+          replay_weight=0.0,
+          checkpoint_dir=_head_checkpoints(members[i]),
+          name=members[i].name + " head fine-tune") for i in to_fit],
+      teacher_logits_fn=None, **common)
+  return dict(zip(to_fit, finetuned))
+
+
+def _head_checkpoints(member):
+  return member.checkpoint_dir + "_head_finetune"
 
 
 def given_base(ctx, variables, adapter_dim):
@@ -124,7 +160,8 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
       **ctx.evaluate(variables, t, models.adapter_dim),
   }
   step_outputs.write_record(job.step_dir, record)
-  shutil.rmtree(member.checkpoint_dir, ignore_errors=True)
+  for directory in (member.checkpoint_dir, _head_checkpoints(member)):
+    shutil.rmtree(directory, ignore_errors=True)
   print(f"{member.name}: acc_all {record['acc_all']:.4f} acc_old "
         f"{_fmt(record['acc_old'])} acc_new {record['acc_new']:.4f}",
         flush=True)
@@ -144,10 +181,12 @@ def _reuse(ctx, t, job):
 
 def _structure(job):
   """What jobs trained in one ``fit`` call must share: the compiled step,
-  the training data (from scratch or not) and, through the method's name,
-  the random keys."""
+  the training data (from scratch or not), through the method's name, the
+  random keys, and the replay set and head fine-tune that follow the
+  fit."""
   return (job.method.name, step_build.structure(job.method, job.previous),
-          job.previous is None)
+          job.previous is None, job.method.replay, job.method.replay_batch,
+          job.method.head_finetune_steps, job.method.head_finetune_targets)
 
 
 def _fmt(value):

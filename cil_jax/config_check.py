@@ -48,6 +48,7 @@ def validate(config, num_devices):
        "config.eps_kd.layers='adapter' needs config.eps_kd.adapter_dim > 0.")
   need(kd.layers != "regex" or kd.trainable_regex,
        "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
+  _check_replay(config, need)
   need(config.optim.name in optim.OPTIMIZERS,
        f"config.optim.name={config.optim.name!r}; use one of "
        f"{optim.OPTIMIZERS}.")
@@ -104,3 +105,43 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
         method, ctx.abstract(ctx.num_outputs, dim)["params"])
+
+
+def _check_replay(config, need):
+  c, inv = config.df_replay, config.df_replay.inversion
+  need(c.kd_temperature > 0,
+       f"config.df_replay.kd_temperature={c.kd_temperature} must be > 0.")
+  need(c.ce_form in losses.CE_FORMS,
+       f"config.df_replay.ce_form={c.ce_form!r}; use one of "
+       f"{losses.CE_FORMS}.")
+  need(c.batch_stats in ("train", "frozen"),
+       f"config.df_replay.batch_stats={c.batch_stats!r}; use 'train' or "
+       f"'frozen'.")
+  need(c.samples >= 0,
+       f"config.df_replay.samples={c.samples} must be >= 0 (0 turns replay "
+       f"off).")
+  need(c.weight >= 0, f"config.df_replay.weight={c.weight} must be >= 0.")
+  need(c.batch_size >= 0,
+       f"config.df_replay.batch_size={c.batch_size} must be >= 0 (0: "
+       f"config.train.batch_size).")
+  need(c.head_finetune_steps >= 0,
+       f"config.df_replay.head_finetune_steps={c.head_finetune_steps} "
+       f"must be >= 0.")
+  need(c.head_finetune_targets in ("soft", "hard"),
+       f"config.df_replay.head_finetune_targets={c.head_finetune_targets!r}; "
+       f"use 'soft' or 'hard'.")
+  need(not c.head_finetune_steps or c.samples,
+       f"config.df_replay.head_finetune_steps={c.head_finetune_steps} "
+       f"balances the head on synthetic old-class rows, but "
+       f"config.df_replay.samples=0 makes none; set samples (e.g. 4096) or "
+       f"head_finetune_steps=0.")
+  need(inv.steps >= 1 and inv.batch_size >= 2,
+       f"config.df_replay.inversion.steps={inv.steps} must be >= 1 and "
+       f"inversion.batch_size={inv.batch_size} >= 2 (BatchNorm statistics "
+       f"are matched over a batch).")
+  need(inv.learning_rate > 0,
+       f"config.df_replay.inversion.learning_rate={inv.learning_rate} must "
+       f"be > 0.")
+  need(min(inv.bn_weight, inv.tv_weight, inv.l2_weight) >= 0,
+       "config.df_replay.inversion.bn_weight, tv_weight and l2_weight must "
+       "be >= 0.")

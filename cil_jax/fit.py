@@ -27,6 +27,7 @@ from cil_jax import members as members_lib
 from cil_jax import parallel
 from cil_jax import timer
 from cil_jax import train_step as ts
+from cil_jax.data import replay as replay_lib
 from cil_jax.data import train_data as train_data_lib
 
 # An epoch's mean loss above this multiple of the first batch's loss (or of
@@ -47,11 +48,12 @@ class Member:
   teacher_variables: Any  # None without a teacher
   checkpoint_dir: str
   name: str
+  replay_weight: float = 0.0
 
 
 def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
         devices, dropout_key, data_seed, vmap=False, teacher_logits_fn=None,
-        whole_epochs=False):
+        whole_epochs=False, replays=None, replay_rows=0):
   """Trains every member of ``members``; returns their host variables.
 
   ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
@@ -63,46 +65,56 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   augmentation, a teacher's logits are computed once per step and gathered
   by the step instead of running the teacher on every batch. With
   ``whole_epochs`` and device-resident data, an epoch runs ``CHUNK`` steps
-  per dispatch (``train_step.pmap_train_epoch``). Resumes from
-  the members' newest common checkpoint; the batches of an epoch depend only
-  on ``(data_seed, epoch)``, so a resumed run matches an uninterrupted one.
+  per dispatch (``train_step.pmap_train_epoch``). ``replays`` (one per
+  member, or ``None``) are synthetic old-class sets (``cil_jax.inversion``)
+  whose rows, ``replay_rows`` per device, join every batch
+  (``cil_jax.data.replay``); members with different replay sets train one
+  after another. Resumes from the members' newest common checkpoint; the
+  batches of an epoch depend only on ``(data_seed, epoch)``, so a resumed
+  run matches an uninterrupted one.
   """
   total_steps = config.train.epochs * train_data.steps_per_epoch
   host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature,
-                                 num_old, num_seen, total_steps)
+                                 num_old, num_seen, total_steps,
+                                 m.replay_weight)
                  for m in members]
+  replays = list(replays or [None] * len(members))
   precompute = (teacher_logits_fn is not None and train_data.mode == "device"
                 and not train_data.augment)
 
-  def data_for(teacher_variables):
+  def data_for(teacher_variables, replay):
     """The data, and the teacher the step runs (none if precomputed)."""
-    if teacher_variables is None or not precompute:
-      return train_data, teacher_variables
-    with timer.section("teacher_logits"):
-      return (train_data.with_teacher_logits(teacher_logits_fn,
-                                             teacher_variables), None)
+    data = train_data
+    if teacher_variables is not None and precompute:
+      with timer.section("teacher_logits"):
+        data = data.with_teacher_logits(teacher_logits_fn, teacher_variables)
+      teacher_variables = None
+    if replay is not None:
+      data = replay_lib.attach(data, replay, replay_rows, devices)
+    return data, teacher_variables
 
   whole_epochs = whole_epochs and train_data.mode == "device"
   pmap = ts.pmap_train_epoch if whole_epochs else ts.pmap_train_step
-  if vmap and len(members) > 1:
-    shared = all(m.teacher_variables is members[0].teacher_variables
-                 for m in members)
-    step_fn = pmap(members_lib.make_members_step(
-        train_step, shared_teacher=shared), train_data.batch_fn)
+  shared = all(m.teacher_variables is members[0].teacher_variables
+               and r is replays[0] for m, r in zip(members, replays))
+  if vmap and len(members) > 1 and (
+      shared or all(r is None for r in replays)):
     if shared:
-      data, teachers = data_for(members[0].teacher_variables)
+      data, teachers = data_for(members[0].teacher_variables, replays[0])
     else:  # one teacher per member: each runs on every batch
       data, teachers = train_data, members_lib.stack_states(
           [m.teacher_variables for m in members])
+    step_fn = pmap(members_lib.make_members_step(
+        train_step, shared_teacher=shared), data.batch_fn)
     finals = _EpochLoop(config, data, devices, data_seed,
                         whole_epochs).run(
         step_fn, members, host_states, teachers,
         jnp.stack([dropout_key] * len(members)), stacked=True)
   else:
-    step_fn = pmap(train_step, train_data.batch_fn)
     finals = []
-    for member, host_state in zip(members, host_states):
-      data, teacher = data_for(member.teacher_variables)
+    for member, host_state, replay in zip(members, host_states, replays):
+      data, teacher = data_for(member.teacher_variables, replay)
+      step_fn = pmap(train_step, data.batch_fn)
       finals += _EpochLoop(config, data, devices, data_seed,
                            whole_epochs).run(
           step_fn, [member], [host_state], teacher, dropout_key,

@@ -3,8 +3,9 @@
 Flags only; everything else is ``train.run``. Override any config value with
 ``--config.key=value`` (e.g. ``--config.eps_kd.eps=0.3``).
 
-A group of runs that differ only in ``eps_kd.*`` and ``methods`` runs in one
-process with ``--members FILE`` instead of ``--workdir``: FILE is JSON
+A group of runs that differ only in ``eps_kd.*``, ``df_replay.*`` and
+``methods`` runs in one process with ``--members FILE`` instead of
+``--workdir``: FILE is JSON
 ``{workdir: {"eps_kd.eps": "0.3", ...}}``, each workdir getting the config
 with its overrides (``python -m cil_jax.sweep`` writes these files).
 """
@@ -31,7 +32,8 @@ _WORKDIR = flags.DEFINE_string(
     "same config there resumes it.")
 _MEMBERS = flags.DEFINE_string(
     "members", None, "JSON file {workdir: overrides} of a group of runs "
-    "differing only in eps_kd.* and methods; replaces --workdir.")
+    "differing only in eps_kd.*, df_replay.* and methods; replaces "
+    "--workdir.")
 _MEMBER_MODE = flags.DEFINE_enum(
     "member_mode", "auto", ["auto", "vmap", "serial"],
     "--members: vmap members in one program, train them in turn (serial), "

@@ -1,6 +1,8 @@
 """Methods are small sets of knobs, not classes.
 
-``eps_kd`` reads its knobs from ``config.eps_kd``; the references are fixed:
+``eps_kd`` reads its knobs from ``config.eps_kd``, ``df_replay`` (eps_kd's
+loss with data-free replay, ``cil_jax.inversion``) from
+``config.df_replay``; the references are fixed:
 ``finetune`` (no distillation, all layers), ``lwf`` (Li & Hoiem 2016: LwF's
 renormalised KD at T=2 with equal weight on CE and KD, all layers) and
 ``joint`` (an oracle trained from scratch on all seen classes' data; it
@@ -10,9 +12,10 @@ breaks the no-old-data rule on purpose, to give the upper bound).
 import dataclasses
 from typing import Optional
 
+from cil_jax import inversion
 from cil_jax import losses
 
-METHODS = ("eps_kd", "lwf", "finetune", "joint")
+METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay")
 AUTO = "auto"
 
 
@@ -22,7 +25,18 @@ class Method:
   auto rule k/(k+m) (``config.eps_kd.eps='auto'``), resolved per step by
   ``eps_for``; the config string never reaches the train step.
   ``ce_form`` is one of ``losses.CE_FORMS``; ``weight_aligning`` rescales
-  the new classes' head columns after each step (``cil_jax.rebalance``)."""
+  the new classes' head columns after each step (``cil_jax.rebalance``).
+
+  Data-free replay: ``replay`` (``inversion.Settings``, or ``None``)
+  synthesises old-class inputs from the teacher once per step, which the
+  student distils on, ``replay_batch`` rows per step beside each batch,
+  weighted ``replay_weight``; ``head_finetune_steps`` then trains the
+  head alone on a class-balanced loss over the new data and the synthetic
+  rows (``head_finetune``), whose targets are the teacher's soft ones or
+  its predictions (``head_finetune_targets``: soft | hard).
+  ``freeze_batch_stats`` runs every BatchNorm on the teacher's running
+  statistics, never updated from new-class-only batches.
+  ``balanced_replay`` (the targets) marks the head fine-tune itself."""
   name: str
   eps: Optional[float]
   kd_form: str = "full"
@@ -35,6 +49,13 @@ class Method:
   joint: bool = False
   ce_form: str = "all"
   weight_aligning: bool = False
+  replay: Optional[inversion.Settings] = None
+  replay_weight: float = 1.0
+  replay_batch: int = 0
+  head_finetune_steps: int = 0
+  freeze_batch_stats: bool = False
+  balanced_replay: str = ""  # the head fine-tune: "soft" or "hard" targets
+  head_finetune_targets: str = "soft"
 
   @property
   def distills(self):
@@ -51,7 +72,7 @@ class Method:
     return self.eps
 
 
-def parse_eps(value):
+def parse_eps(value, section="eps_kd"):
   """``None`` for ``"auto"``, else a float in [0, 1] (config strings like
   ``"0.3"`` too)."""
   if isinstance(value, str) and value.strip() == AUTO:
@@ -59,11 +80,11 @@ def parse_eps(value):
   try:
     eps = float(value)
   except (TypeError, ValueError):
-    raise ValueError(f"config.eps_kd.eps={value!r} is neither 'auto' nor a "
-                     f"number; use e.g. --config.eps_kd.eps=0.5 or "
+    raise ValueError(f"config.{section}.eps={value!r} is neither 'auto' nor "
+                     f"a number; use e.g. --config.{section}.eps=0.5 or "
                      f"=auto.") from None
   if not 0.0 <= eps <= 1.0:
-    raise ValueError(f"config.eps_kd.eps={eps} is outside [0, 1]; it weighs "
+    raise ValueError(f"config.{section}.eps={eps} is outside [0, 1]; it weighs "
                      f"KD against CE as (1-eps)*CE + eps*KD.")
   return eps
 
@@ -85,10 +106,22 @@ def method_names(methods_string):
 def get_method(name, config):
   if name == "eps_kd":
     c = config.eps_kd
-    return Method(name, parse_eps(c.eps), c.kd_form, c.kd_temperature,
-                  c.kd_t2_scaling, c.layers, c.last_k, c.trainable_regex,
+    return Method(name, parse_eps(c.eps, "eps_kd"), c.kd_form,
+                  c.kd_temperature, c.kd_t2_scaling, c.layers, c.last_k,
+                  c.trainable_regex,
                   c.adapter_dim if c.layers == "adapter" else 0,
                   ce_form=c.ce_form, weight_aligning=c.weight_aligning)
+  if name == "df_replay":
+    c = config.df_replay
+    return Method(name, parse_eps(c.eps, "df_replay"), "full",
+                  c.kd_temperature, ce_form=c.ce_form,
+                  weight_aligning=c.weight_aligning,
+                  replay=inversion.settings_from(c) if c.samples else None,
+                  replay_weight=float(c.weight),
+                  replay_batch=int(c.batch_size or config.train.batch_size),
+                  head_finetune_steps=int(c.head_finetune_steps),
+                  head_finetune_targets=c.head_finetune_targets,
+                  freeze_batch_stats=c.batch_stats == "frozen")
   if name == "lwf":
     return Method(name, 0.5, "renormalized", 2.0, False)
   if name == "finetune":
@@ -96,6 +129,16 @@ def get_method(name, config):
   if name == "joint":
     return Method(name, 0.0, joint=True)
   raise ValueError(f"Unknown method {name!r}; choose from {METHODS}.")
+
+
+def head_finetune(method):
+  """The head fine-tune after ``method``'s replay step: the head alone,
+  class-balanced cross-entropy over real new and synthetic old rows, no
+  distillation."""
+  return dataclasses.replace(
+      method, eps=0.0, layers="head", ce_form="all", adapter_dim=0,
+      weight_aligning=False, head_finetune_steps=0,
+      balanced_replay=method.head_finetune_targets)
 
 
 BASE = Method("base", 0.0)  # step 0: plain cross-entropy on the first group

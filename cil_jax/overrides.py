@@ -2,9 +2,10 @@
 
 Kept free of JAX so the launcher can group runs without starting it.
 
-Runs whose configs differ only in *member keys* (the ``eps_kd.*`` knobs and
-``methods``) share everything that comes before the eps-KD steps: data,
-class sequence, the base classifier C_A, start-up and compiled programs.
+Runs whose configs differ only in *member keys* (the ``eps_kd.*`` and
+``df_replay.*`` knobs and ``methods``) share everything that comes before
+the eps-KD steps: data, class sequence, the base classifier C_A, start-up
+and compiled programs.
 ``train.run_members`` trains such a group in one process.
 """
 
@@ -12,7 +13,7 @@ import copy
 
 
 def is_member_key(key):
-  return key == "methods" or key.startswith("eps_kd.")
+  return key == "methods" or key.startswith(("eps_kd.", "df_replay."))
 
 
 def apply(config, overrides):

@@ -17,8 +17,11 @@ from typing import Any
 import jax
 
 from cil_jax import fit
+from cil_jax import inversion
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import replay_grid
+from cil_jax import timer
 from cil_jax import train_step as ts
 from cil_jax.models.expand import expand_variables
 
@@ -58,6 +61,7 @@ def structure(method, previous):
   distills = previous is not None and method.distills
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
+          method.freeze_batch_stats, method.balanced_replay,
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
           if distills else None)
 
@@ -83,8 +87,9 @@ def _build(ctx, method, previous):
   rules, labels = preset_labels(method, params)
   # Frozen backbone layers train as they test (BatchNorm running averages,
   # no dropout), so the features the head learns on are the test ones.
-  student = ctx.model(ctx.num_outputs, dim,
-                      partition.frozen_backbone_layers(params, labels))
+  frozen = (tuple(params.get("backbone", {})) if method.freeze_batch_stats
+            else partition.frozen_backbone_layers(params, labels))
+  student = ctx.model(ctx.num_outputs, dim, frozen)
   teacher = None
   if previous is not None and method.distills:
     teacher = ctx.model(ctx.num_outputs, previous.adapter_dim)
@@ -96,7 +101,8 @@ def _build(ctx, method, previous):
       learning_rate_fn=functools.partial(optim.learning_rate,
                                          ctx.config.optim),
       new_rows=method.layers == "new_rows",
-      local_ce=local_ce(method, previous))
+      local_ce=local_ce(method, previous),
+      balanced_replay=method.balanced_replay)
   teacher_logits_fn = None
   if teacher is not None:
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))
@@ -120,9 +126,51 @@ def make_members(ctx, t, jobs, models):
         teacher_variables = job.previous.variables
     members.append(fit.Member(
         variables=variables, eps=eps,
+        replay_weight=job.method.replay_weight if uses_replay(
+            job.method, job.previous) else 0.0,
         kd_temperature=job.method.kd_temperature,
         teacher_variables=teacher_variables,
         checkpoint_dir=os.path.join(job.step_dir, "checkpoints"),
         name=f"{job.method.name} step {t}" + (
             f" [{job.run_name}]" if job.run_name else "")))
   return members
+
+
+def uses_replay(method, previous):
+  """Replay needs old classes and a model that knew them."""
+  return method.replay is not None and previous is not None
+
+
+def replay_sets(ctx, t, jobs, key):
+  """Per job, the synthetic old-class set of its previous model
+  (``inversion.synthesize``), or ``None`` for all without replay. Jobs
+  with the same previous model share one set; sets are cached in ``ctx``
+  for the step's head fine-tune."""
+  method = jobs[0].method
+  if not uses_replay(method, jobs[0].previous):
+    return None
+  sets = []
+  for job in jobs:
+    cache_key = (t, id(job.previous), method.replay)
+    if cache_key not in ctx.replays:
+      for old in [k for k in ctx.replays if k[0] != t]:
+        del ctx.replays[old]  # an earlier step's set is not used again
+      previous = job.previous
+      teacher = ctx.model(ctx.num_outputs, previous.adapter_dim)
+      with timer.section("replay_synthesis"):
+        replay = inversion.synthesize(
+            teacher.apply, previous.variables, ctx.num_old(t),
+            ctx.dataset.input_shape, key, method.replay, ctx.devices)
+      print(f"{method.name} step {t}: synthesised {len(replay['image'])} "
+            f"old-class inputs, teacher confidence "
+            f"{replay['stats']['teacher_confidence']:.3f}, target hit "
+            f"{replay['stats']['target_hit']:.3f}, BN-statistics loss "
+            f"{replay['stats']['final_bn']:.3f}", flush=True)
+      ctx.replays[cache_key] = replay
+    if jax.process_index() == 0:
+      os.makedirs(job.step_dir, exist_ok=True)
+      replay_grid.write(os.path.join(job.step_dir, "replay_samples.png"),
+                        ctx.replays[cache_key], ctx.order[:ctx.num_old(t)],
+                        ctx.dataset.mean, ctx.dataset.std)
+    sets.append(ctx.replays[cache_key])
+  return sets

@@ -31,6 +31,7 @@ from cil_jax.models import build_model
 
 
 _DROPOUT = 1  # the purpose of a key, mixed into its seed
+_REPLAY = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,7 @@ class StepKeys:
   """
   dropout: jax.Array
   data_seed: tuple
+  replay: jax.Array  # synthesis of old-class inputs (``inversion``)
 
 
 class StepContext:
@@ -69,6 +71,7 @@ class StepContext:
     self._eval_steps = {}
     self._inits = {}
     self.train_steps = {}  # method structure -> (per-device step, tx)
+    self.replays = {}  # (step, previous model, settings) -> synthetic set
 
   def num_seen(self, t):
     return sum(len(g) for g in self.groups[:t + 1])
@@ -95,9 +98,10 @@ class StepContext:
     """Keys of step ``t`` of ``method``, derived on the host (numpy's
     SeedSequence) so no key-splitting program compiles."""
     data_seed = (self.config.seed, t, method.index)
-    dropout_seed = np.random.SeedSequence([*data_seed, _DROPOUT])
-    return StepKeys(jax.random.PRNGKey(dropout_seed.generate_state(1)[0]),
-                    data_seed)
+    def key(purpose):
+      seed = np.random.SeedSequence([*data_seed, purpose])
+      return jax.random.PRNGKey(seed.generate_state(1)[0])
+    return StepKeys(key(_DROPOUT), data_seed, key(_REPLAY))
 
   def init_variables(self, adapter_dim):
     """The run's one initialisation of the sequence-wide model: a step from

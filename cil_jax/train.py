@@ -8,8 +8,9 @@ per method, each later group is learnt from the previous model as frozen
 teacher; evaluation after every step; ``results.json``.
 
 ``run_members(config, {workdir: overrides})`` runs a *group* of such runs in
-one process: runs whose configs differ only in ``eps_kd.*`` and ``methods``
-(``cil_jax.overrides``). They share the data, C_A (trained once, copied into
+one process: runs whose configs differ only in ``eps_kd.*``,
+``df_replay.*`` and ``methods`` (``cil_jax.overrides``). They share the
+data, C_A (trained once, copied into
 every workdir) and compiled steps; the eps-KD members of one layer preset
 train side by side in one vmapped program (``vmap=True``, the default on
 accelerators) or one after another. Every workdir ends exactly as its run
@@ -146,8 +147,8 @@ def _member_configs(config, member_overrides):
   differ = overrides.non_member_differences(list(configs.values()))
   if differ:
     raise ValueError(
-        f"Members of one group may differ only in eps_kd.* and methods, but "
-        f"they differ in {differ}; run those as separate runs.")
+        f"Members of one group may differ only in eps_kd.*, df_replay.* and "
+        f"methods, but they differ in {differ}; run those as separate runs.")
   return configs
 
 

@@ -34,8 +34,9 @@ class TrainState:
   (the head is allocated for the whole class sequence; outputs from
   ``num_seen`` on are masked out of every softmax and never updated, and
   the teacher's first ``num_old`` outputs are distilled) and
-  ``total_steps`` (the learning-rate schedule's length). The teacher is
-  never part of the state.
+  ``total_steps`` (the learning-rate schedule's length) and
+  ``replay_weight`` (of the distillation on synthetic old-class rows,
+  when batches bring them). The teacher is never part of the state.
   """
   step: jax.Array
   params: Any
@@ -45,7 +46,7 @@ class TrainState:
 
 
 def create_state(variables, tx, eps, kd_temperature, num_old=None,
-                 num_seen=None, total_steps=1):
+                 num_seen=None, total_steps=1, replay_weight=0.0):
   """A fresh state; ``num_seen`` defaults to every output of the head and
   ``num_old`` to ``num_seen`` (nothing masked)."""
   params = variables["params"]
@@ -59,12 +60,13 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
                "kd_temperature": jnp.float32(kd_temperature),
                "num_old": jnp.int32(num_seen if num_old is None else num_old),
                "num_seen": jnp.int32(num_seen),
-               "total_steps": jnp.int32(total_steps)})
+               "total_steps": jnp.int32(total_steps),
+               "replay_weight": jnp.float32(replay_weight)})
 
 
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                     frozen_labeler, learning_rate_fn=None, new_rows=False,
-                    local_ce=False):
+                    local_ce=False, balanced_replay=""):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -79,6 +81,18 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   takes the cross-entropy over the new classes' outputs only, ``num_old``
   to ``num_seen`` (``losses.CE_FORMS``); the accuracy metric stays over all
   seen classes.
+
+  Batches may bring synthetic old-class rows (``replay_image`` and the
+  teacher's ``replay_logits``, ``cil_jax.data.replay``). The student then
+  also distils the teacher on them, weighted by ``hparams["replay_weight"]``
+  (its BatchNorm statistics are not updated from them). With
+  ``balanced_replay`` (the head fine-tune after a replay step: ``"soft"``
+  or ``"hard"``; ``""`` off) the loss is instead class-balanced over all
+  seen classes: cross-entropy on the real rows (new classes) and, on the
+  synthetic rows, the teacher's ``full`` KD at ``kd_temperature`` (soft)
+  or cross-entropy to its prediction (hard); each part weighted by its
+  share of the seen classes, so every class weighs alike whatever the
+  rows per part.
   """
 
   def train_step(state, teacher, batch, rng):
@@ -96,6 +110,8 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
           batch["image"], train=True, rngs={"dropout": rng},
           mutable=["batch_stats"])
       logits = losses.mask_logits(logits, hparams["num_seen"])
+      if balanced_replay:
+        return _balanced_replay_loss(params, logits, batch, rng, updates)
       ce = losses.cross_entropy(
           losses.mask_logits(logits, hparams["num_seen"], hparams["num_old"])
           if local_ce else logits, batch["label"])
@@ -108,7 +124,39 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
             logits, hparams["kd_temperature"], kd_t2_scaling,
             num_old=hparams["num_old"])
         loss = losses.eps_mix(ce, kd, hparams["eps"])
+      if "replay_image" in batch:
+        loss = loss + hparams["replay_weight"] * losses.distillation(
+            kd_form, losses.mask_logits(batch["replay_logits"],
+                                        hparams["num_old"]),
+            replay_logits(params, batch, rng), hparams["kd_temperature"],
+            kd_t2_scaling, num_old=hparams["num_old"])
       return loss, (logits, updates.get("batch_stats", {}), ce, kd)
+
+    def replay_logits(params, batch, rng):
+      """The student's logits on the synthetic rows, its BatchNorm
+      statistics left as they are."""
+      logits, _ = student_apply(
+          {"params": params, "batch_stats": state.batch_stats},
+          batch["replay_image"], train=True,
+          rngs={"dropout": jax.random.fold_in(rng, 1)},
+          mutable=["batch_stats"])
+      return losses.mask_logits(logits, hparams["num_seen"])
+
+    def _balanced_replay_loss(params, logits, batch, rng, updates):
+      num_old, num_seen = hparams["num_old"], hparams["num_seen"]
+      synthetic = replay_logits(params, batch, rng)
+      teacher = losses.mask_logits(batch["replay_logits"], num_old)
+      if balanced_replay == "soft":
+        old_part = losses.distillation(
+            "full", teacher, synthetic, hparams["kd_temperature"], False,
+            num_old=num_old)
+      else:
+        old_part = losses.cross_entropy(synthetic,
+                                        jnp.argmax(teacher, axis=-1))
+      new_share = (num_seen - num_old) / num_seen
+      ce = (new_share * losses.cross_entropy(logits, batch["label"])
+            + (1.0 - new_share) * old_part)
+      return ce, (logits, updates.get("batch_stats", {}), ce, jnp.zeros(()))
 
     (loss, (logits, batch_stats, ce, kd)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)

@@ -10,8 +10,9 @@ from ml_collections import config_dict
 def get_config():
   config = config_dict.ConfigDict()
   config.seed = 0
-  # Comma-separated, run side by side: eps_kd (the method), lwf, finetune
-  # (lower reference), joint (oracle trained on all seen classes' data).
+  # Comma-separated, run side by side: eps_kd (the method), df_replay
+  # (eps_kd with data-free replay, below), lwf, finetune (lower reference),
+  # joint (oracle trained on all seen classes' data).
   config.methods = "eps_kd,finetune,joint"
 
   config.dataset = config_dict.ConfigDict()
@@ -40,6 +41,9 @@ def get_config():
   config.model = config_dict.ConfigDict()
   config.model.name = "mlp"  # mlp | cnn | resnet
   config.model.hidden_sizes = (256, 256)  # mlp
+  # mlp: Dense, BatchNorm, ReLU per layer; its statistics let df_replay
+  # synthesise old-class inputs.
+  config.model.batch_norm = False
   config.model.conv_features = (32, 64)  # cnn
   config.model.dense_size = 128  # cnn
   config.model.resnet_depth = 20  # resnet: 20, 32, 44, ...
@@ -64,6 +68,38 @@ def get_config():
   # After each step, scale the new head columns (and biases) to the old
   # columns' mean norm (weight aligning, Zhao et al. CVPR 2020).
   config.eps_kd.weight_aligning = False
+
+  # df_replay (docs/data_free.md): data-free class addition with replay of
+  # old-class inputs synthesised from the teacher. eps_kd's loss (KD form
+  # full, T) with its own knobs below: local CE, and each step
+  # synthesises `samples` inputs of the old classes by inverting the
+  # teacher (DeepInversion: target classes + matching its BatchNorm
+  # statistics, so use a model with BatchNorm: model.batch_norm=True),
+  # distils on batch_size (0: train.batch_size) of them beside each batch
+  # with weight `weight`, then trains the head alone for
+  # head_finetune_steps on a class-balanced CE over new and synthetic rows.
+  config.df_replay = config_dict.ConfigDict()
+  config.df_replay.eps = "0.5"  # a number in [0, 1], or auto
+  config.df_replay.kd_temperature = 2.0
+  config.df_replay.ce_form = "local"  # local | all
+  # frozen: every BatchNorm keeps the teacher's running statistics
+  # (new-class-only batches would shift them) | train.
+  config.df_replay.batch_stats = "frozen"
+  config.df_replay.samples = 2048
+  config.df_replay.weight = 1.0
+  config.df_replay.batch_size = 0
+  config.df_replay.head_finetune_steps = 100  # whole epochs, at least this
+  # On synthetic rows: soft (the teacher's full KD at kd_temperature) or
+  # hard (CE to its prediction).
+  config.df_replay.head_finetune_targets = "soft"
+  config.df_replay.weight_aligning = False
+  config.df_replay.inversion = config_dict.ConfigDict()
+  config.df_replay.inversion.steps = 250  # Adam steps per synthesis batch
+  config.df_replay.inversion.learning_rate = 0.05
+  config.df_replay.inversion.batch_size = 256  # BN statistics over a batch
+  config.df_replay.inversion.bn_weight = 1.0
+  config.df_replay.inversion.tv_weight = 0.0  # total variation (images)
+  config.df_replay.inversion.l2_weight = 0.0
 
   config.optim = config_dict.ConfigDict()
   config.optim.name = "adam"  # sgd | adam | adamw

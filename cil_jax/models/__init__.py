@@ -23,7 +23,7 @@ def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=()):
   frozen_layers = tuple(frozen_layers)
   if name == "mlp":
     backbone = MLP(tuple(model_config.hidden_sizes), model_config.dropout,
-                   frozen_layers)
+                   frozen_layers, model_config.get("batch_norm", False))
   elif name == "cnn":
     backbone = SmallCNN(tuple(model_config.conv_features),
                         model_config.dense_size, model_config.dropout,

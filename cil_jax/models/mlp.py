@@ -5,24 +5,45 @@ from typing import Sequence
 import flax.linen as nn
 
 from cil_jax.models.layers import flatten
+from cil_jax.parallel import BATCH_AXIS
 
 
 class MLP(nn.Module):
   """Dense + ReLU (+ dropout) layers on flattened inputs.
 
   Layers are named ``layer_00``, ``layer_01``, ... so sorted names are the
-  forward order (``partition.last_k`` relies on it).
+  forward order (``partition.last_k`` relies on it). With ``batch_norm``
+  each layer is Dense, BatchNorm, ReLU (``layer_NN/dense``,
+  ``layer_NN/bn``): its running statistics are what data-free inversion
+  matches (``cil_jax.inversion``). In training, statistics are averaged
+  over the ``batch`` pmap axis, so the model runs in training mode only
+  under ``pmap``.
   """
   hidden_sizes: Sequence[int]
   dropout: float = 0.0
-  frozen_layers: Sequence[str] = ()  # no dropout after these in training
+  frozen_layers: Sequence[str] = ()  # as at test time in training
+  batch_norm: bool = False
 
   @nn.compact
   def __call__(self, inputs, train=False):
     x = flatten(inputs)
     for i, size in enumerate(self.hidden_sizes):
       name = f"layer_{i:02d}"
-      x = nn.relu(nn.Dense(size, name=name)(x))
-      x = nn.Dropout(self.dropout, deterministic=not train
-                     or name in self.frozen_layers)(x)
+      learns = train and name not in self.frozen_layers
+      if self.batch_norm:
+        x = _DenseBN(size, name=name)(x, learns)
+      else:
+        x = nn.Dense(size, name=name)(x)
+      x = nn.Dropout(self.dropout, deterministic=not learns)(nn.relu(x))
     return x
+
+
+class _DenseBN(nn.Module):
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train):
+    x = nn.Dense(self.features, name="dense")(x)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                        epsilon=1e-5, axis_name=BATCH_AXIS if train else None,
+                        name="bn")(x)

@@ -9,8 +9,9 @@ from their checkpoints. A failing run does not stop the others; failures
 are listed at the end (and in ``DIR/failures.json``) with their errors.
 Then ``python -m cil_jax.sweep.aggregate --workdir DIR`` tabulates them.
 
-Runs that differ only in ``eps_kd.*`` and ``methods`` form a group, run as
-one process (``--grouping``: ``vmap`` on accelerators, ``serial`` on CPU,
+Runs that differ only in ``eps_kd.*``, ``df_replay.*`` and ``methods`` form
+a group, run as one process (``--grouping``: ``vmap`` on accelerators,
+``serial`` on CPU,
 ``none`` for a process per run); groups are split to give every worker one.
 """
 
@@ -36,8 +37,9 @@ _CPUS = flags.DEFINE_float("cpus_per_run", 1, "Ray: CPUs per run.")
 _GPUS = flags.DEFINE_float("gpus_per_run", 0, "Ray: GPUs per run.")
 _GROUPING = flags.DEFINE_enum(
     "grouping", "auto", ["auto", "vmap", "serial", "none"],
-    "Runs differing only in eps_kd.* and methods share one process: vmap "
-    "(members in one program), serial (in turn), none (a process per run); "
+    "Runs differing only in eps_kd.*, df_replay.* and methods share one "
+    "process: vmap (members in one program), serial (in turn), none (a "
+    "process per run); "
     "auto = vmap on GPU/TPU, serial on CPU.")
 _FILTER = flags.DEFINE_string(
     "filter", None, "Run only the runs whose names match this regex "

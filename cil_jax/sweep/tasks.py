@@ -1,7 +1,8 @@
 """Runs into tasks, the unit a worker executes, and executing one.
 
-Runs that differ only in member keys (``eps_kd.*``, ``methods``) form a
-*group*, run as one ``cil_jax.main --members`` process that trains C_A once
+Runs that differ only in member keys (``eps_kd.*``, ``df_replay.*``,
+``methods``) form a *group*, run as one ``cil_jax.main --members`` process
+that trains C_A once
 and shares data and compiled steps. Should a group fail, its unfinished
 runs are retried one by one, resuming from the group's checkpoints, so one
 bad run fails alone.
