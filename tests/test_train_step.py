@@ -280,10 +280,11 @@ def test_teacher_is_an_input_never_state(mlp, mlp_step_8):
   student_params = mlp.models.variables["params"]
   assert jax.tree.structure(final.params) == jax.tree.structure(student_params)
   assert jax.tree.structure(final) == jax.tree.structure(host_state)
-  # step + params + the SGD momentum of every param + the five runtime
-  # scalars (eps, temperature, num_old, num_seen, total_steps).
+  # step + params + the SGD momentum of every param + the six runtime
+  # scalars (eps, temperature, num_old, num_seen, total_steps,
+  # replay_weight).
   num_params = len(jax.tree.leaves(student_params))
-  assert len(jax.tree.leaves(final)) == 1 + 2 * num_params + 5
+  assert len(jax.tree.leaves(final)) == 1 + 2 * num_params + 6
   teacher_head = teacher_host["params"]["head"]
   teacher_shapes = {teacher_head["kernel"].shape, teacher_head["bias"].shape}
   assert teacher_shapes == {(16, NUM_OLD), (NUM_OLD,)}
