@@ -25,6 +25,7 @@ from cil_jax import config_files
 
 cifar10 = config_files.from_checkout("cifar10")
 cifar100 = config_files.from_checkout("cifar100")
+cifar100_data_free = config_files.from_checkout("cifar100_data_free")
 fashion_mnist_config = config_files.from_checkout("fashion_mnist")
 
 
@@ -55,6 +56,37 @@ def test_cifar_configs_run_one_step_end_to_end_on_mock_data(
   assert 0 < steps[1]["num_train_examples"] < num_examples
   assert steps[1]["num_test_examples"] > steps[0]["num_test_examples"]
   assert 0.0 <= steps[1]["acc_all"] <= 1.0
+
+
+def test_cifar100_data_free_config_runs_replay_on_mock_data(tmp_path):
+  config = cifar100_data_free.get_config("20")
+  assert len(config.classes.groups) == 20
+  assert {len(g) for g in config.classes.groups} == {5}
+  config.dataset.data_dir = str(tmp_path / "no_tfds_here")
+  config.model.resnet_depth = 8
+  config.model.resnet_width = 4
+  config.classes.groups = config.classes.groups[:2]
+  config.methods = "df_replay"
+  config.train.epochs = 1
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 64
+  config.train.num_devices = 1
+  config.optim.warmup_steps = 0
+  config.df_replay.samples = 32
+  config.df_replay.head_finetune_steps = 2
+  config.df_replay.inversion.steps = 3
+  config.df_replay.inversion.batch_size = 16
+  with tfds.testing.mock_data(num_examples=4000):
+    results = train.run(config, str(tmp_path / "run"))
+  step = results["methods"]["df_replay"]["steps"][1]
+  assert step["num_old"] == 5 and step["num_new"] == 5
+  assert 0.0 <= step["acc_all"] <= 1.0
+  # 32 synthetic 32x32x3 inputs, and their grid for a user to look at.
+  assert set(step["replay"]) >= {"teacher_confidence", "target_hit"}
+  assert os.path.getsize(tmp_path / "run" / "df_replay" / "step_1" /
+                         "replay_samples.png") > 5000
+  with pytest.raises(ValueError, match="must divide 100"):
+    cifar100_data_free.get_config("7")
 
 
 @pytest.fixture(scope="module")
