@@ -5,11 +5,8 @@ figure with a panel per method has its panels in the order of
 ``results["methods"]``.
 """
 
-import matplotlib
+from matplotlib import figure as mpl_figure
 import numpy as np
-
-matplotlib.use("Agg")
-from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _PANEL_INCHES = 3.6
 _MAX_TICK_LABELS = 20  # class ids on a confusion matrix's axes, up to this
@@ -104,7 +101,7 @@ def confusion_matrices(results):
 
 
 def _panels(count, width=_PANEL_INCHES):
-  # A Figure not registered with pyplot: nothing to close, no display.
+  # A Figure outside pyplot: no backend chosen, nothing to close.
   fig = mpl_figure.Figure(figsize=(width * count + 1.2, _PANEL_INCHES + 0.6),
                           layout="constrained")
   axes = fig.subplots(1, count, squeeze=False)[0]

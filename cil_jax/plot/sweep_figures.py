@@ -4,13 +4,10 @@ one per run and method, its overrides and final metrics)."""
 import collections
 import json
 
-import matplotlib
+from matplotlib import figure as mpl_figure
 import numpy as np
 
-matplotlib.use("Agg")
-from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from cil_jax.sweep import seeds  # pylint: disable=g-import-not-at-top,wrong-import-position
+from cil_jax.sweep import seeds
 
 METRIC = "final_acc_all"
 _NOT_SWEPT = "as configured"
