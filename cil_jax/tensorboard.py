@@ -124,8 +124,6 @@ def write_run(workdir, config, results):
 def _clu():
   """clu's writers and actions, imported on first use (they import TF)."""
   # pylint: disable=g-import-not-at-top
-  # TF's C++ start-up notes (oneDNN, CPU features) are not the run's news.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   from clu import metric_writers
   from clu import periodic_actions
   import tensorflow as tf
