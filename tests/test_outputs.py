@@ -257,3 +257,26 @@ def test_sweep_plot_without_an_eps_grid_says_what_is_missing(tmp_path):
       {"runs": {"methods=finetune": {"methods": "finetune"}}}))
   with pytest.raises(ValueError, match="needs a sweep over eps_kd.eps"):
     plot.write_plots(str(sweep_dir))
+
+
+def test_vmapped_members_each_write_their_own_curves(tmp_path):
+  config = small_config(**{"methods": "eps_kd", "train.epochs": 2,
+                           "model.hidden_sizes": (32,),
+                           "outputs.plots": False,
+                           "outputs.tensorboard": True})
+  members = {str(tmp_path / f"eps={eps}"): {"eps_kd.eps": str(eps)}
+             for eps in (0.2, 0.8)}
+  train.run_members(config, members, vmap=True)
+  for workdir, overrides in members.items():
+    eps = float(overrides["eps_kd.eps"])
+    curves = _scalars(os.path.join(workdir, "eps_kd", "step_1",
+                                   "tensorboard"))
+    values = {tag: np.array([v for _, v in points])
+              for tag, points in curves.items()}
+    np.testing.assert_allclose(values["train/eps"], eps)
+    np.testing.assert_allclose(
+        values["train/loss"],
+        (1 - eps) * values["train/ce"] + eps * values["train/kd"], rtol=1e-5)
+    # C_A was trained once, in the first member's workdir, and copied.
+    assert os.path.isdir(os.path.join(workdir, "base", "step_0",
+                                      "tensorboard"))
