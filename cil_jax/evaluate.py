@@ -15,20 +15,28 @@ def class_counts(eval_step, variables, base, num_classes, batch_size,
                  num_devices):
   """``(correct, total)`` per output position over a dataset, summed over
   all processes; every example counted exactly once."""
-  correct = np.zeros(num_classes, np.int64)
-  total = np.zeros(num_classes, np.int64)
+  matrix = confusion(eval_step, variables, base, num_classes, batch_size,
+                     num_devices)
+  return np.diag(matrix).copy(), matrix.sum(axis=1)
+
+
+def confusion(eval_step, variables, base, num_classes, batch_size,
+              num_devices):
+  """``matrix[label, prediction]``: test example counts by true and
+  predicted output position, summed over all processes; every example
+  counted exactly once."""
+  counts = np.zeros(num_classes * num_classes, np.int64)
   for batch in pipeline.eval_batches(base, batch_size=batch_size,
                                      num_devices=num_devices):
     pred = np.asarray(eval_step(variables, batch["image"])).reshape(-1)
     mask = batch["mask"].reshape(-1)
     labels = batch["label"].reshape(-1)[mask]
-    total += np.bincount(labels, minlength=num_classes)
-    correct += np.bincount(labels[pred[mask] == labels],
-                           minlength=num_classes)
-  gathered = multihost_utils.process_allgather(np.stack([correct, total]))
-  if gathered.ndim == 3:  # [processes, 2, classes] with several processes
+    counts += np.bincount(labels * num_classes + pred[mask],
+                          minlength=num_classes * num_classes)
+  gathered = multihost_utils.process_allgather(counts)
+  if gathered.ndim == 2:  # [processes, classes²] with several processes
     gathered = gathered.sum(0)
-  return gathered[0], gathered[1]
+  return gathered.reshape(num_classes, num_classes)
 
 
 def accuracy(correct, total, positions):

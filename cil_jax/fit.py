@@ -25,6 +25,7 @@ import numpy as np
 from cil_jax import checkpoint
 from cil_jax import members as members_lib
 from cil_jax import parallel
+from cil_jax import tensorboard
 from cil_jax import timer
 from cil_jax import train_step as ts
 from cil_jax.data import replay as replay_lib
@@ -145,6 +146,9 @@ class _EpochLoop:
     teacher = parallel.replicate(teacher_variables or {}, self.devices)
     resident = self.train_data.resident
     self._log_start(members, host_states)
+    board = tensorboard.EpochWriter(self.config, members,
+                                    self.train_data.steps_per_epoch,
+                                    start_epoch)
     whole_epochs = self.whole_epochs
     first_loss = None
     for epoch in range(start_epoch + 1, epochs + 1):
@@ -179,6 +183,7 @@ class _EpochLoop:
               f"{means['loss'][i]:.4f} ce {means['ce'][i]:.4f} kd "
               f"{means['kd'][i]:.4f} train_acc {means['accuracy'][i]:.3f} "
               f"({examples_per_s:,.0f} ex/s)", flush=True)
+      board.write(epoch, means, examples_per_s)
       if (epoch % self.config.train.checkpoint_every_epochs == 0
           or epoch == epochs):
         with timer.section("checkpoints"):
@@ -189,6 +194,7 @@ class _EpochLoop:
     with timer.section("checkpoints"):
       for manager in checkpoints:
         manager.close()
+    board.close()
     final = parallel.unreplicate(state)
     if stacked:
       return [members_lib.unstack_state(final, i) for i in range(len(members))]

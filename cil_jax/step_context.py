@@ -144,14 +144,17 @@ class StepContext:
     if test_classes not in self._test_data:  # decoded once, kept in memory
       self._test_data[test_classes] = pipeline.filtered(
           self.source, "test", test_classes, self.mapping)
-    correct, total = evaluate.class_counts(
+    matrix = evaluate.confusion(
         lambda v, images: eval_step(v, images, num_seen),
         parallel.replicate(variables, self.devices),
         self._test_data[test_classes], len(self.order),
         self.config.train.eval_batch_size, len(self.devices))
     timer.add("eval", time.perf_counter() - start)
-    return evaluate.step_metrics(correct, total,
-                                 [len(g) for g in self.groups[:t + 1]])
+    # The confusion matrix over the seen classes (rows: true class, columns:
+    # predicted, in class order) is kept for plots.
+    return {**evaluate.step_metrics(np.diag(matrix), matrix.sum(axis=1),
+                                    [len(g) for g in self.groups[:t + 1]]),
+            "confusion": matrix[:num_seen, :num_seen].tolist()}
 
   def train_examples(self, class_ids):
     """This process's training examples of ``class_ids`` (from the cached

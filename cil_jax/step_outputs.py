@@ -5,6 +5,7 @@ A step directory holds::
   classifier/    the model after the step (a cil_jax classifier checkpoint)
   result.json    its test metrics (written last: the step is finished)
   checkpoints/   resumable training state, only while training
+  tensorboard/   the training curves (``cil_jax.tensorboard``), if written
 
 ``StepResult`` is the step's value in memory: its ``record`` (the content
 of ``result.json``) and its ``variables``.

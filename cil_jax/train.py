@@ -21,6 +21,8 @@ Workdir layout (every finished piece is reused, never rewritten)::
   config.json                   the config this workdir belongs to
   base/step_0/                  C_A when trained here
   <method>/step_<t>/            a finished step (``cil_jax.step_outputs``)
+  <method>/tensorboard/         test accuracy per step (``cil_jax.tensorboard``)
+  plots/                        PNGs (``cil_jax.plot``), before results.json
   results.json                  everything, written last
   timing.json                   where the process's wall time went
 
@@ -30,14 +32,18 @@ reports: nothing is loaded, trained or written.
 
 import os
 
+import jax
+
 from cil_jax import class_step
 from cil_jax import config_check
 from cil_jax import evaluate
 from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
+from cil_jax import plot
 from cil_jax import step_outputs
 from cil_jax import teacher
+from cil_jax import tensorboard
 from cil_jax import timer
 from cil_jax import workdirs
 from cil_jax.data import batches
@@ -134,6 +140,10 @@ def _run(configs, vmap):
                "teacher_checkpoint": config.teacher.checkpoint or None,
                "methods": {name: _summarise(chains[workdir, name])
                            for name in method_names[workdir]}}
+    tensorboard.write_run(workdir, configs[workdir], results)
+    if configs[workdir].outputs.plots and jax.process_index() == 0:
+      with timer.section("plots"):  # before results.json: a rerun replots
+        plot.write_run_plots(workdir, results)
     jsonio.write_json(os.path.join(workdir, RESULTS_FILE), results)
     all_results[workdir] = results
   return all_results

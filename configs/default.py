@@ -118,4 +118,10 @@ def get_config():
   config.train.eval_batch_size = 256
   config.train.checkpoint_every_epochs = 5
   config.train.num_devices = 0  # 0: all local devices
+
+  # What a run writes besides results.json (process 0 only).
+  config.outputs = config_dict.ConfigDict()
+  config.outputs.plots = True  # PNGs in WORKDIR/plots/ at the end
+  # Scalars per epoch and step for `tensorboard --logdir WORKDIR`.
+  config.outputs.tensorboard = True
   return config

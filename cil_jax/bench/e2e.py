@@ -35,12 +35,18 @@ FIVE_STEPS = "((0,1),(2,3),(4,5),(6,7),(8,9))"
 ONE_GROUP = "((0,1,2,3,4,5,6,7,8,9),)"
 
 
+# Training and evaluation are measured, as on the Avalanche side: no
+# TensorBoard files (whose writer imports TensorFlow: about 5 s) or plots.
+NO_OUTPUTS = ["--config.outputs.tensorboard=False",
+              "--config.outputs.plots=False"]
+
+
 def _protocol(methods, groups=FIVE_STEPS):
   # fashion_mnist.py's cosine schedule becomes the constant learning rate of
   # issue 11's protocol (and of the Avalanche side).
   return ("fashion_mnist.py", ["--config.optim.schedule=constant",
                                f"--config.classes.groups={groups}",
-                               f"--config.methods={methods}"])
+                               f"--config.methods={methods}", *NO_OUTPUTS])
 
 
 RUNS = {
@@ -49,7 +55,7 @@ RUNS = {
     # A single class group: only step 0 trains, once, on all ten classes.
     "joint": _protocol("joint", ONE_GROUP),
     "all3": _protocol("lwf,finetune,joint"),
-    "digits": ("default.py", []),
+    "digits": ("default.py", NO_OUTPUTS),
 }
 # One epoch of one group of each dataset: enough to build its cache.
 _PREPARE = {"fashion_mnist.py": [*RUNS["joint"][1],

@@ -7,7 +7,8 @@ DIR is a directory written by ``python -m cil_jax.sweep``. Writes
 ``DIR/summary.md`` (mean and standard deviation over seeds of every other
 setting) and ``DIR/plots/<key>.png`` (final accuracy on all classes against
 each numeric swept key, one line per method and setting of the other keys,
-mean ± std over seeds). Unfinished runs are listed, not guessed.
+mean ± std over seeds), and with an eps grid ``DIR/plots/eps_by_preset.png``
+(``cil_jax.plot``). Unfinished runs are listed, not guessed.
 """
 
 import os
@@ -15,6 +16,8 @@ import os
 from absl import app
 from absl import flags
 
+from cil_jax import plot
+from cil_jax.plot import sweep_figures
 from cil_jax.sweep import seeds
 from cil_jax.sweep import table
 
@@ -40,7 +43,10 @@ def main(argv):
   with open(os.path.join(sweep_dir, "summary.md"), "w") as f:
     f.write(text)
   print(text)
-  for path in table.plot(summary, os.path.join(sweep_dir, "plots")):
+  paths = table.plot(summary, os.path.join(sweep_dir, "plots"))
+  if sweep_figures.eps_rows(rows):
+    paths += plot.write_sweep_plots(sweep_dir)
+  for path in paths:
     print("wrote", path)
 
 
