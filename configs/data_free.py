@@ -5,8 +5,8 @@ The recipe, method ``df_replay`` (its knobs: ``config.df_replay``): an MLP
 784-400-400 with BatchNorm (its running statistics are what inversion
 matches), eps_kd's full KD with local CE, old-class inputs synthesised
 from the teacher (DeepInversion) and distilled on beside every batch,
-BatchNorm statistics frozen, then one epoch of class-balanced head
-fine-tuning. ``eps_kd`` (the paper's method, unchanged) and ``joint`` (the
+BatchNorm statistics frozen, then 100 steps (whole epochs) of
+class-balanced head fine-tuning and weight aligning. ``eps_kd`` (the paper's method, unchanged) and ``joint`` (the
 oracle) run beside it.
 
   python -m cil_jax.main --config configs/data_free.py --workdir DIR

@@ -92,7 +92,8 @@ def get_config():
   # On synthetic rows: soft (the teacher's full KD at kd_temperature) or
   # hard (CE to its prediction).
   config.df_replay.head_finetune_targets = "soft"
-  config.df_replay.weight_aligning = False
+  # After each step, scale the new head columns to the old ones' mean norm.
+  config.df_replay.weight_aligning = True
   config.df_replay.inversion = config_dict.ConfigDict()
   config.df_replay.inversion.steps = 250  # Adam steps per synthesis batch
   config.df_replay.inversion.learning_rate = 0.05

@@ -31,7 +31,7 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
     "no_replay": "without replay (nor head fine-tune)",
     "ce_all": "CE over all classes instead of local",
     "bn_trained": "BatchNorm statistics trained",
-    "weight_aligning": "+ weight aligning",
+    "no_weight_aligning": "without weight aligning",
 }
 METRICS = ("final_acc_all", "final_acc_old", "final_acc_new",
            "average_incremental_accuracy", "forgetting")

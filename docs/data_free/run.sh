@@ -34,8 +34,8 @@ members() {  # the ablation: the recipe and each component changed alone
  "$dir/ce_all": {"methods": "df_replay", "df_replay.ce_form": "all"},
  "$dir/bn_trained": {"methods": "df_replay",
                      "df_replay.batch_stats": "train"},
- "$dir/weight_aligning": {"methods": "df_replay",
-                          "df_replay.weight_aligning": true}}
+ "$dir/no_weight_aligning": {"methods": "df_replay",
+                             "df_replay.weight_aligning": false}}
 JSON
   echo "$dir/members.json"
 }
