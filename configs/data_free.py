@@ -6,8 +6,8 @@ The recipe, method ``df_replay`` (its knobs: ``config.df_replay``): an MLP
 matches), eps_kd's full KD with local CE, old-class inputs synthesised
 from the teacher (DeepInversion) and distilled on beside every batch,
 BatchNorm statistics frozen, then 100 steps (whole epochs) of
-class-balanced head fine-tuning and weight aligning. ``eps_kd`` (the paper's method, unchanged) and ``joint`` (the
-oracle) run beside it.
+class-balanced head fine-tuning and weight aligning. ``eps_kd`` (the
+paper's method, unchanged) and ``joint`` (the oracle) run beside it.
 
   python -m cil_jax.main --config configs/data_free.py --workdir DIR
 Other splits: --config.classes.groups="((0,1,2,3,4),(5,6,7,8,9))"
