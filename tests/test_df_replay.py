@@ -1,0 +1,97 @@
+"""df_replay end to end on real digits: replay from the teacher only, the
+head fine-tune, frozen BatchNorm statistics, the outputs a user looks at,
+and the config doors."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from matplotlib import image
+from ml_collections import config_dict
+
+from cil_jax import checkpoint
+from cil_jax import train
+from cil_jax.data import digits
+from cil_jax.models import abstract_variables
+from cil_jax.models import build_model
+from tests.helpers import small_config
+
+
+@pytest.fixture(scope="module")
+def replay_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("df_replay"))
+  config = small_config(**{
+      "methods": "df_replay,eps_kd", "model.batch_norm": True,
+      "train.epochs": 10, "df_replay.samples": 512,
+      "df_replay.inversion.steps": 100, "df_replay.head_finetune_steps": 60})
+  return workdir, train.run(config, workdir)
+
+
+def test_replay_learns_the_new_classes_and_keeps_the_old(replay_run):
+  _, results = replay_run
+  replay = results["methods"]["df_replay"]
+  step = replay["steps"][1]
+  assert step["acc_old"] > 0.8, step
+  assert step["acc_new"] > 0.8, step
+  # Synthesised from the teacher alone: it predicts the targets, confident.
+  assert step["replay"]["target_hit"] > 0.95
+  assert step["replay"]["teacher_confidence"] > 0.9
+  # Only the new classes' 672 real training images were read.
+  train_labels = digits.load()["train"][1]
+  assert step["num_train_examples"] == int(np.sum(train_labels >= 5)) == 672
+
+
+def test_frozen_batch_stats_stay_the_teachers(replay_run):
+  workdir, _ = replay_run
+  def load(method, t):
+    path = os.path.join(workdir, method, f"step_{t}", "classifier")
+    return checkpoint.load_classifier(path, _abstract(path))[0]
+
+  teacher = load("base", 0)
+  student = load("df_replay", 1)
+  for a, b in zip(jax.tree.leaves(teacher["batch_stats"]),
+                  jax.tree.leaves(student["batch_stats"])):
+    np.testing.assert_array_equal(a, b)
+  # eps_kd (batch statistics trained) moves them.
+  moved = load("eps_kd", 1)
+  assert any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree.leaves(teacher["batch_stats"]),
+      jax.tree.leaves(moved["batch_stats"])))
+
+
+def _abstract(path):
+  """The variables' shapes of the classifier saved at ``path``."""
+  metadata = checkpoint.read_metadata(path)
+  model = build_model(config_dict.ConfigDict(metadata["model"]),
+                      metadata["num_classes"])
+  return abstract_variables(model, tuple(metadata["input_shape"]))
+
+
+def test_sample_grid_and_synthesis_time_are_written(replay_run):
+  workdir, _ = replay_run
+  png = os.path.join(workdir, "df_replay", "step_1", "replay_samples.png")
+  pixels = image.imread(png)
+  assert pixels.shape[0] > 300 and pixels.shape[1] > 600  # 5 rows x 10
+  assert pixels[..., :3].std() > 0.05  # not blank
+  with open(os.path.join(workdir, "timing.json")) as f:
+    timing = json.load(f)
+  assert timing["replay_synthesis_seconds"] > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"df_replay.samples": 0, "df_replay.head_finetune_steps": 10},
+     r"head_finetune_steps=10 balances the head on synthetic"),
+    ({"df_replay.head_finetune_targets": "fuzzy"},
+     r"head_finetune_targets='fuzzy'"),
+    ({"df_replay.batch_stats": "moving"}, r"batch_stats='moving'"),
+    ({"df_replay.eps": "2"}, r"config.df_replay.eps=2.0 is outside"),
+    ({"df_replay.inversion.batch_size": 1}, r"inversion.batch_size=1 >= 2"),
+])
+def test_bad_replay_config_fails_before_training(tmp_path, override, message):
+  config = small_config(**{"methods": "df_replay", **override})
+  with pytest.raises(ValueError, match=message):
+    train.run(config, str(tmp_path))
+  assert not os.listdir(tmp_path)  # nothing claimed
