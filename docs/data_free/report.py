@@ -4,9 +4,10 @@ docs/data_free/run.sh.
   python docs/data_free/report.py [RUNS_DIR]
 
 Writes docs/data_free/results.json (one row per setting x model x method:
-mean and std over seeds, fractions in [0, 1]), docs/data_free/table.md, the
-figure accuracy_vs_old_share.png and copies of the synthetic sample grids
-of seed 0 (samples_*.png).
+mean and std over seeds, fractions in [0, 1]), the table of
+docs/data_free.md (between its ``<!-- table -->`` markers), the figure
+accuracy_vs_old_share.png and copies of the synthetic sample grids of
+seed 0 (samples_*.png).
 """
 
 import json
@@ -155,6 +156,20 @@ def table(rows):
   return "\n".join(lines) + "\n"
 
 
+def write_table(doc, text):
+  """Replaces the text between the doc's table markers."""
+  with open(doc) as f:
+    content = f.read()
+  start, end = "<!-- table -->\n", "<!-- /table -->"
+  if start not in content or end not in content:
+    raise ValueError(f"{doc} lacks the {start.strip()} ... {end} markers "
+                     f"that hold the generated table; add them.")
+  head, rest = content.split(start, 1)
+  tail = rest.split(end, 1)[1]
+  with open(doc, "w") as f:
+    f.write(head + start + text + end + tail)
+
+
 def _pct(mean, std):
   return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
@@ -205,8 +220,8 @@ def main():
                                                             "data_free")
   rows = summarise(collect(runs))
   jsonio.write_json(os.path.join(HERE, "results.json"), {"rows": rows})
-  with open(os.path.join(HERE, "table.md"), "w") as f:
-    f.write(table(rows))
+  write_table(os.path.join(os.path.dirname(HERE), "data_free.md"),
+              table(rows))
   figure(rows, os.path.join(HERE, "accuracy_vs_old_share.png"))
   copy_sample_grids(runs)
   print(f"{len(rows)} rows from {runs}")
