@@ -144,6 +144,25 @@ def save_classifier(path, variables, metadata):
       metadata=ocp.args.JsonSave(metadata)))
 
 
+def save_tree(path, tree):
+  """Writes a pytree of arrays as one orbax checkpoint at ``path`` (a
+  method's state beside a step's classifier), replacing one there: orbax
+  writes a temporary sibling and renames it, so a kill leaves the old one
+  or the new one, never a part."""
+  ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
+      os.path.abspath(path), args=ocp.args.StandardSave(jax.device_get(tree)),
+      force=True)
+
+
+def load_tree(path, fix):
+  """The pytree ``save_tree`` wrote at ``path``, as numpy arrays; a damaged
+  one raises ``DamagedCheckpointError`` with ``fix``."""
+  path = os.path.abspath(path)
+  return _restore(path, "checkpoint", fix, lambda: ocp.Checkpointer(
+      ocp.StandardCheckpointHandler()).restore(
+          path, args=ocp.args.StandardRestore()))
+
+
 def read_metadata(path):
   """The checked metadata of the classifier at ``path``; no array is read."""
   path = os.path.abspath(path)

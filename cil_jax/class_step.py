@@ -20,6 +20,7 @@ import shutil
 import time
 from typing import Optional
 
+from cil_jax import consolidation
 from cil_jax import fit
 from cil_jax import methods
 from cil_jax import rebalance
@@ -140,10 +141,22 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   """Saves a freshly trained model (or loads the one a killed run saved),
   evaluates it, writes ``result.json`` and drops the training checkpoints."""
   num_seen = ctx.num_seen(t)
+  penalty = None
   if variables is None:
     variables = step_outputs.load_classifier(ctx, job.step_dir, num_seen,
                                              models.adapter_dim)
+    if job.method.consolidate:
+      penalty = step_outputs.load_penalty(job.step_dir)
   else:
+    path_integral = variables.pop("path_integral", None)
+    if job.method.consolidate:
+      # Before the classifier, whose presence ends the training.
+      penalty = consolidation.after_step(
+          ctx, t, job.method.consolidate,
+          job.previous.penalty if job.previous else None,
+          models.student.apply, member.variables["params"], variables,
+          path_integral, scratch=job.previous is None)
+      step_outputs.save_penalty(job.step_dir, penalty)
     if job.method.weight_aligning and job.previous is not None:
       # Before saving, so a resumed run loads the aligned classifier.
       variables, gamma = rebalance.align_variables(variables, ctx.num_old(t),
@@ -165,7 +178,7 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   print(f"{member.name}: acc_all {record['acc_all']:.4f} acc_old "
         f"{_fmt(record['acc_old'])} acc_new {record['acc_new']:.4f}",
         flush=True)
-  return StepResult(record, variables)
+  return StepResult(record, variables, penalty)
 
 
 def _reuse(ctx, t, job):
@@ -176,7 +189,9 @@ def _reuse(ctx, t, job):
                                            record["adapter_dim"])
   print(f"{job.method.name} step {t}: finished earlier, reusing "
         f"{job.step_dir}", flush=True)
-  return StepResult(record, variables)
+  penalty = (step_outputs.load_penalty(job.step_dir)
+             if job.method.consolidate else None)
+  return StepResult(record, variables, penalty)
 
 
 def _structure(job):

@@ -11,6 +11,7 @@ from cil_jax import losses
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import regularizers
 from cil_jax import step_build
 from cil_jax.data import train_data
 from cil_jax.models import MODEL_NAMES
@@ -49,6 +50,7 @@ def validate(config, num_devices):
   need(kd.layers != "regex" or kd.trainable_regex,
        "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
   _check_replay(config, need)
+  _check_regularizers(config, need)
   need(config.optim.name in optim.OPTIMIZERS,
        f"config.optim.name={config.optim.name!r}; use one of "
        f"{optim.OPTIMIZERS}.")
@@ -105,6 +107,30 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
         method, ctx.abstract(ctx.num_outputs, dim)["params"])
+
+
+def _check_regularizers(config, need):
+  for name in regularizers.REGULARIZERS:
+    weight = config[name].weight
+    need(isinstance(weight, (int, float)) and weight >= 0,
+         f"config.{name}.weight={weight!r} must be a number >= 0 (it "
+         f"multiplies the {name} penalty; 0 is fine-tuning); use e.g. "
+         f"--config.{name}.weight=1.0.")
+  need(0.0 < config.ewc.decay <= 1.0,
+       f"config.ewc.decay={config.ewc.decay} must be in (0, 1]: online EWC "
+       f"multiplies the running Fisher by it each step; use e.g. 0.9, or 1 "
+       f"to keep it whole.")
+  need(config.si.damping > 0,
+       f"config.si.damping={config.si.damping} must be > 0: SI divides by "
+       f"(parameter change)^2 + damping; use e.g. 0.1.")
+  used = [n for n in methods.method_names(config.methods)
+          if n in regularizers.REGULARIZERS]
+  need(not used or not config.teacher.checkpoint,
+       f"config.methods lists {', '.join(used)}, whose importance comes from "
+       f"the teacher's own training data, but config.teacher.checkpoint="
+       f"{config.teacher.checkpoint!r} is a given classifier without it; "
+       f"remove {', '.join(used)} from config.methods, or train C_A here "
+       f"(config.teacher.checkpoint='').")
 
 
 def _check_replay(config, need):

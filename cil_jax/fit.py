@@ -42,7 +42,10 @@ class DivergedError(FloatingPointError):
 
 @dataclasses.dataclass(frozen=True)
 class Member:
-  """One run of a step: where it starts and what it distils from."""
+  """One run of a step: where it starts and what it distils from, or, for
+  a regularisation method, what its penalty holds it near (``penalty``:
+  ``{"anchor", "importance"}``, the step's second input in place of a
+  teacher); ``path_integral``: track SI's running sum."""
   variables: Any
   eps: float
   kd_temperature: float
@@ -50,6 +53,13 @@ class Member:
   checkpoint_dir: str
   name: str
   replay_weight: float = 0.0
+  penalty: Any = None
+  path_integral: bool = False
+
+  @property
+  def step_input(self):
+    """The train step's second input: the penalty, or the teacher."""
+    return self.penalty if self.penalty is not None else self.teacher_variables
 
 
 def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
@@ -77,7 +87,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   total_steps = config.train.epochs * train_data.steps_per_epoch
   host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature,
                                  num_old, num_seen, total_steps,
-                                 m.replay_weight)
+                                 m.replay_weight, m.path_integral)
                  for m in members]
   replays = list(replays or [None] * len(members))
   precompute = (teacher_logits_fn is not None and train_data.mode == "device"
@@ -96,15 +106,15 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
 
   whole_epochs = whole_epochs and train_data.mode == "device"
   pmap = ts.pmap_train_epoch if whole_epochs else ts.pmap_train_step
-  shared = all(m.teacher_variables is members[0].teacher_variables
+  shared = all(m.step_input is members[0].step_input
                and r is replays[0] for m, r in zip(members, replays))
   if vmap and len(members) > 1 and (
       shared or all(r is None for r in replays)):
     if shared:
-      data, teachers = data_for(members[0].teacher_variables, replays[0])
+      data, teachers = data_for(members[0].step_input, replays[0])
     else:  # one teacher per member: each runs on every batch
       data, teachers = train_data, members_lib.stack_states(
-          [m.teacher_variables for m in members])
+          [m.step_input for m in members])
     step_fn = pmap(members_lib.make_members_step(
         train_step, shared_teacher=shared), data.batch_fn)
     finals = _EpochLoop(config, data, devices, data_seed,
@@ -114,7 +124,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   else:
     finals = []
     for member, host_state, replay in zip(members, host_states, replays):
-      data, teacher = data_for(member.teacher_variables, replay)
+      data, teacher = data_for(member.step_input, replay)
       step_fn = pmap(train_step, data.batch_fn)
       finals += _EpochLoop(config, data, devices, data_seed,
                            whole_epochs).run(
@@ -250,7 +260,10 @@ def _names(members):
 
 
 def _variables(state):
+  """The trained variables, and SI's path integral when tracked."""
   out = {"params": state.params}
   if state.batch_stats:
     out["batch_stats"] = state.batch_stats
+  if state.path_integral:
+    out["path_integral"] = state.path_integral
   return out

@@ -7,6 +7,11 @@ loss with data-free replay, ``cil_jax.inversion``) from
 renormalised KD at T=2 with equal weight on CE and KD, all layers) and
 ``joint`` (an oracle trained from scratch on all seen classes' data; it
 breaks the no-old-data rule on purpose, to give the upper bound).
+
+The regularisation methods ``ewc``, ``si`` and ``mas``
+(``cil_jax.regularizers``) are fine-tuning of all layers plus a quadratic
+penalty towards the previous model, weighted by ``config.<name>.weight``;
+no distillation, no stored data.
 """
 
 import dataclasses
@@ -14,8 +19,14 @@ from typing import Optional
 
 from cil_jax import inversion
 from cil_jax import losses
+from cil_jax import regularizers
 
-METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay")
+METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "ewc", "si",
+           "mas")
+# A method's ``index`` is its place here: "base" keeps 5, the index it had
+# before ewc, si and mas came, so C_A's data order and noise are unchanged.
+_INDEX_ORDER = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "base",
+                "ewc", "si", "mas")
 AUTO = "auto"
 
 
@@ -36,7 +47,14 @@ class Method:
   its predictions (``head_finetune_targets``: soft | hard).
   ``freeze_batch_stats`` runs every BatchNorm on the teacher's running
   statistics, never updated from new-class-only batches.
-  ``balanced_replay`` (the targets) marks the head fine-tune itself."""
+  ``balanced_replay`` (the targets) marks the head fine-tune itself.
+
+  Regularisation: ``regularizer`` (``ewc``, ``si``, ``mas`` or ``""``)
+  adds its penalty towards the previous model, weighted
+  ``penalty_weight``; ``consolidate`` names the regularisers whose anchor
+  and importance the step's model leaves for the next step
+  (``cil_jax.consolidation``): its own for a regularisation method, and
+  for C_A every one a run's methods use."""
   name: str
   eps: Optional[float]
   kd_form: str = "full"
@@ -56,6 +74,9 @@ class Method:
   freeze_batch_stats: bool = False
   balanced_replay: str = ""  # the head fine-tune: "soft" or "hard" targets
   head_finetune_targets: str = "soft"
+  regularizer: str = ""
+  penalty_weight: float = 0.0
+  consolidate: tuple = ()
 
   @property
   def distills(self):
@@ -64,7 +85,7 @@ class Method:
   @property
   def index(self):
     """A stable number per method, folded into its rng and data order."""
-    return METHODS.index(self.name) if self.name in METHODS else len(METHODS)
+    return _INDEX_ORDER.index(self.name)
 
   def eps_for(self, num_old, num_new):
     if self.eps is None:
@@ -122,6 +143,10 @@ def get_method(name, config):
                   head_finetune_steps=int(c.head_finetune_steps),
                   head_finetune_targets=c.head_finetune_targets,
                   freeze_batch_stats=c.batch_stats == "frozen")
+  if name in regularizers.REGULARIZERS:
+    return Method(name, 0.0, regularizer=name,
+                  penalty_weight=float(config[name].weight),
+                  consolidate=(name,))
   if name == "lwf":
     return Method(name, 0.5, "renormalized", 2.0, False)
   if name == "finetune":
@@ -142,3 +167,10 @@ def head_finetune(method):
 
 
 BASE = Method("base", 0.0)  # step 0: plain cross-entropy on the first group
+
+
+def base_for(all_methods):
+  """C_A's method: ``BASE``, leaving the anchor and importance of every
+  regulariser among ``all_methods``."""
+  kinds = sorted({m.regularizer for m in all_methods if m.regularizer})
+  return dataclasses.replace(BASE, consolidate=tuple(kinds))

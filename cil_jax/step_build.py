@@ -20,6 +20,7 @@ from cil_jax import fit
 from cil_jax import inversion
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import regularizers
 from cil_jax import replay_grid
 from cil_jax import timer
 from cil_jax import train_step as ts
@@ -56,14 +57,28 @@ def preset_labels(method, params):
 def structure(method, previous):
   """What must be equal for two steps to share models and a compiled step:
   the layer preset, the student's adapter, whether the CE is local and,
-  when distilling, the KD form and the teacher's adapter. Method names, eps,
-  T and weight aligning (after training) are not part of it."""
+  when distilling, the KD form and the teacher's adapter; whether a
+  penalty is added and SI's path integral tracked. Method names, eps,
+  T, the penalty's weight and weight aligning (after training) are not
+  part of it."""
   distills = previous is not None and method.distills
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
           method.freeze_batch_stats, method.balanced_replay,
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
-          if distills else None)
+          if distills else None) + (
+              (uses_penalty(method, previous), tracks_path_integral(method))
+              if method.regularizer or method.consolidate else ())
+
+
+def uses_penalty(method, previous):
+  """A regulariser needs a previous model to hold the parameters near."""
+  return bool(method.regularizer) and previous is not None
+
+
+def tracks_path_integral(method):
+  """SI's importance needs the path integral of the step's own training."""
+  return "si" in method.consolidate
 
 
 def local_ce(method, previous):
@@ -102,7 +117,9 @@ def _build(ctx, method, previous):
                                          ctx.config.optim),
       new_rows=method.layers == "new_rows",
       local_ce=local_ce(method, previous),
-      balanced_replay=method.balanced_replay)
+      balanced_replay=method.balanced_replay,
+      penalty=uses_penalty(method, previous),
+      path_integral=tracks_path_integral(method))
   teacher_logits_fn = None
   if teacher is not None:
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))
@@ -113,7 +130,8 @@ def _build(ctx, method, previous):
 def make_members(ctx, t, jobs, models):
   """One ``fit.Member`` per job: the previous model with its new classes'
   head columns from the run's initialisation (or that initialisation from
-  scratch), its eps for this step and its teacher."""
+  scratch), its eps for this step and its teacher, or for a regularisation
+  method its penalty's anchor and weighted importance."""
   init_variables = ctx.init_variables(models.adapter_dim)
   members = []
   for job in jobs:
@@ -130,6 +148,11 @@ def make_members(ctx, t, jobs, models):
             job.method, job.previous) else 0.0,
         kd_temperature=job.method.kd_temperature,
         teacher_variables=teacher_variables,
+        penalty=regularizers.weighted(
+            job.previous.penalty[job.method.regularizer],
+            job.method.penalty_weight)
+        if uses_penalty(job.method, job.previous) else None,
+        path_integral=tracks_path_integral(job.method),
         checkpoint_dir=os.path.join(job.step_dir, "checkpoints"),
         name=f"{job.method.name} step {t}" + (
             f" [{job.run_name}]" if job.run_name else "")))

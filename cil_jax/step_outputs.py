@@ -3,12 +3,16 @@
 A step directory holds::
 
   classifier/    the model after the step (a cil_jax classifier checkpoint)
+  penalty/       regularisation methods and the C_A they start from: per
+                 regulariser, the anchor and importance the model leaves
+                 for the next step (``cil_jax.consolidation``), written
+                 before classifier/
   result.json    its test metrics (written last: the step is finished)
   checkpoints/   resumable training state, only while training
   tensorboard/   the training curves (``cil_jax.tensorboard``), if written
 
 ``StepResult`` is the step's value in memory: its ``record`` (the content
-of ``result.json``) and its ``variables``.
+of ``result.json``), its ``variables`` and its ``penalty``.
 """
 
 import dataclasses
@@ -24,12 +28,14 @@ from cil_jax.models.expand import resize_head
 
 RESULT_FILE = "result.json"
 CLASSIFIER_DIR = "classifier"
+PENALTY_DIR = "penalty"
 
 
 @dataclasses.dataclass(frozen=True)
 class StepResult:
   record: dict  # what result.json holds: step, method, metrics, ...
   variables: Any  # host variables of the model after the step
+  penalty: Any = None  # {regulariser: {"anchor", "importance"}}, or None
 
   @property
   def adapter_dim(self):
@@ -87,6 +93,21 @@ def load_classifier(ctx, step_dir, num_classes, adapter_dim):
   variables, _ = checkpoint.load_classifier(
       classifier_dir(step_dir), ctx.abstract(num_classes, adapter_dim))
   return resize_head(variables, ctx.num_outputs)
+
+
+def save_penalty(step_dir, penalty):
+  with timer.section("classifier_saves"):
+    checkpoint.save_tree(os.path.join(step_dir, PENALTY_DIR), penalty)
+
+
+def load_penalty(step_dir):
+  path = os.path.join(step_dir, PENALTY_DIR)
+  fix = f"delete {step_dir} to retrain the step"
+  if not os.path.isdir(path):
+    raise checkpoint.DamagedCheckpointError(
+        f"{path} is missing: the step's classifier was saved without the "
+        f"importance its regularisation method needs; {fix}.")
+  return checkpoint.load_tree(path, fix)
 
 
 def write_record(step_dir, record):

@@ -118,7 +118,7 @@ def _run(configs, vmap):
   if given is not None:
     base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"])
   else:
-    base = _shared_base(ctx, list(configs))
+    base = _shared_base(ctx, list(configs), methods.base_for(all_methods))
   # One chain of step results per (workdir, method), advanced a step at a
   # time over all of them so identical or vmappable steps train together.
   chains = {(workdir, name): [base] for workdir in configs
@@ -191,15 +191,17 @@ def _class_sequence(config, dataset):
   return [meta["class_order"]] + new_groups, (variables, meta)
 
 
-def _shared_base(ctx, workdir_list):
+def _shared_base(ctx, workdir_list, base_method):
   """C_A, trained once (or found finished in one workdir) and copied into
-  every workdir's ``base/step_0``: the runs differ only after step 0."""
+  every workdir's ``base/step_0``: the runs differ only after step 0.
+  ``base_method`` (``methods.base_for``) names the regularisers whose
+  importance C_A leaves beside it."""
   base_dirs = [os.path.join(w, "base", "step_0") for w in workdir_list]
   finished = [d for d in base_dirs
               if step_outputs.read_record(d) is not None]
   source_dir = (finished or base_dirs)[0]
   base = class_step.run_step(
-      ctx, 0, [class_step.Job(methods.BASE, source_dir, None)])[0]
+      ctx, 0, [class_step.Job(base_method, source_dir, None)])[0]
   for base_dir in base_dirs:
     if base_dir != source_dir:
       step_outputs.copy_finished_step(source_dir, base_dir)

@@ -21,6 +21,7 @@ from jax import lax
 
 from cil_jax import losses
 from cil_jax import partition
+from cil_jax import regularizers
 from cil_jax.parallel import BATCH_AXIS
 
 
@@ -37,18 +38,24 @@ class TrainState:
   ``total_steps`` (the learning-rate schedule's length) and
   ``replay_weight`` (of the distillation on synthetic old-class rows,
   when batches bring them). The teacher is never part of the state.
+  ``path_integral`` is SI's running sum over the step's updates
+  (``regularizers.path_integral_step``) when the step tracks it, else
+  empty.
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   hparams: Any
+  path_integral: Any = flax.struct.field(default_factory=dict)
 
 
 def create_state(variables, tx, eps, kd_temperature, num_old=None,
-                 num_seen=None, total_steps=1, replay_weight=0.0):
+                 num_seen=None, total_steps=1, replay_weight=0.0,
+                 path_integral=False):
   """A fresh state; ``num_seen`` defaults to every output of the head and
-  ``num_old`` to ``num_seen`` (nothing masked)."""
+  ``num_old`` to ``num_seen`` (nothing masked). ``path_integral`` starts
+  SI's running sum at zero."""
   params = variables["params"]
   if num_seen is None:
     num_seen = params["head"]["kernel"].shape[-1]
@@ -61,12 +68,15 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
                "num_old": jnp.int32(num_seen if num_old is None else num_old),
                "num_seen": jnp.int32(num_seen),
                "total_steps": jnp.int32(total_steps),
-               "replay_weight": jnp.float32(replay_weight)})
+               "replay_weight": jnp.float32(replay_weight)},
+      path_integral=(jax.tree.map(jnp.zeros_like, params) if path_integral
+                     else {}))
 
 
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                     frozen_labeler, learning_rate_fn=None, new_rows=False,
-                    local_ce=False, balanced_replay=""):
+                    local_ce=False, balanced_replay="", penalty=False,
+                    path_integral=False):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -93,6 +103,13 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   or cross-entropy to its prediction (hard); each part weighted by its
   share of the seen classes, so every class weighs alike whatever the
   rows per part.
+
+  With ``penalty`` (a regularisation method, which never distils) the
+  second input is not a teacher but the penalty's ``{"anchor",
+  "importance"}`` (the importance already weighted), and the loss adds
+  ``regularizers.penalty``. With ``path_integral`` the step adds its
+  update's share to ``state.path_integral`` (SI), from the gradient of
+  the loss without the penalty.
   """
 
   def train_step(state, teacher, batch, rng):
@@ -160,7 +177,13 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
 
     (loss, (logits, batch_stats, ce, kd)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
-    grads = lax.pmean(grads, BATCH_AXIS)
+    grads = task_grads = lax.pmean(grads, BATCH_AXIS)
+    if penalty:  # the same on every device: added after the mean
+      penalty_value, penalty_grads = jax.value_and_grad(
+          regularizers.penalty)(state.params, teacher["anchor"],
+                                teacher["importance"])
+      loss = loss + penalty_value
+      grads = jax.tree.map(jnp.add, grads, penalty_grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     if learning_rate_fn is not None:
       learning_rate = learning_rate_fn(state.step, hparams["total_steps"])
@@ -176,6 +199,10 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
     }, BATCH_AXIS)
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
+    if path_integral:
+      new_state = new_state.replace(
+          path_integral=regularizers.path_integral_step(
+              state.path_integral, task_grads, state.params, params))
     return new_state, metrics
 
   return train_step

@@ -12,7 +12,8 @@ def get_config():
   config.seed = 0
   # Comma-separated, run side by side: eps_kd (the method), df_replay
   # (eps_kd with data-free replay, below), lwf, finetune (lower reference),
-  # joint (oracle trained on all seen classes' data).
+  # joint (oracle trained on all seen classes' data), and the
+  # regularisation methods ewc, si, mas (below).
   config.methods = "eps_kd,finetune,joint"
 
   config.dataset = config_dict.ConfigDict()
@@ -101,6 +102,24 @@ def get_config():
   config.df_replay.inversion.bn_weight = 1.0
   config.df_replay.inversion.tv_weight = 0.0  # total variation (images)
   config.df_replay.inversion.l2_weight = 0.0
+
+  # Regularisation methods (docs/methods.md): fine-tuning of all layers plus
+  # weight * sum(importance * (theta - theta_previous)^2); the importance
+  # of each model is computed at the end of its step from that step's data.
+  # ewc: diagonal Fisher. Our weight is the paper's lambda / 2. online:
+  # one running Fisher, decayed by `decay` (gamma) each step, anchored at
+  # the latest model; else a penalty per earlier model (summed exactly).
+  config.ewc = config_dict.ConfigDict()
+  config.ewc.weight = 5000.0
+  config.ewc.online = False
+  config.ewc.decay = 1.0  # online only, in (0, 1]
+  # si: path integral of each step's training (Zenke et al. 2017), c and xi.
+  config.si = config_dict.ConfigDict()
+  config.si.weight = 1.0
+  config.si.damping = 0.1
+  # mas: gradient of the squared L2 norm of the logits (Aljundi et al. 2018).
+  config.mas = config_dict.ConfigDict()
+  config.mas.weight = 1.0
 
   config.optim = config_dict.ConfigDict()
   config.optim.name = "adam"  # sgd | adam | adamw
