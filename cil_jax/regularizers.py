@@ -111,10 +111,14 @@ def combine(previous, importance, params, decay=1.0, merge_anchors=False):
                        previous["importance"], importance)
   anchor = params
   if merge_anchors:
-    anchor = jax.tree.map(
-        lambda f_old, a_old, f_new, p, f: jnp.where(
-            f > 0, (f_old * a_old + f_new * p) / jnp.where(f > 0, f, 1.0), p),
-        previous["importance"], previous["anchor"], importance, params, total)
+    def merged(f_old, a_old, f_new, p, f):
+      # Below the smallest normal float, XLA's CPU flushes to zero: a
+      # denormal sum would divide by zero. Such a weight holds nothing.
+      weighty = f >= jnp.finfo(f.dtype).tiny
+      return jnp.where(weighty, (f_old * a_old + f_new * p)
+                       / jnp.where(weighty, f, 1.0), p)
+    anchor = jax.tree.map(merged, previous["importance"], previous["anchor"],
+                          importance, params, total)
   return {"anchor": anchor, "importance": total}
 
 
