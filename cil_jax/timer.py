@@ -9,8 +9,9 @@ lowers and compiles, from its own monitoring events), ``train_steps``
 ``checkpoints`` (training state), ``classifier_saves`` (and the
 regularisation methods' saved importance), ``importance`` (computing it),
 ``plots`` and ``tensorboard`` (writing event files). ``budget`` reports
-them with the share of wall time spent outside the train and eval steps. Buckets may overlap where one section holds another's work (a
-compile inside ``setup`` counts in both).
+them with the share of wall time spent outside the train and eval steps.
+Buckets may overlap where one section holds another's work (a compile
+inside ``setup`` counts in both).
 """
 
 import contextlib
