@@ -32,47 +32,60 @@ PUBLISHED = {"finetune": 19.9, "ewc": 20.0, "si": 20.0, "lwf": 23.9,
 
 
 def collect(runs):
-  """``{(setting, method): [per-seed metrics]}`` from ``RUNS/<setting>/
+  """``{(setting, method, weight): [per-seed metrics]}`` from
+  ``RUNS/<setting>/seed_<n>/results.json`` (weight ``None``: the
+  default) and the weight runs ``RUNS/<setting>_weights/<method>_<weight>/
   seed_<n>/results.json``."""
   rows = {}
   for setting in SETTINGS:
-    directory = os.path.join(runs, setting)
-    if not os.path.isdir(directory):
-      continue
-    for seed_dir in sorted(os.listdir(directory)):
-      path = os.path.join(directory, seed_dir, "results.json")
-      if not os.path.exists(path):
+    sources = [(os.path.join(runs, setting), None)]
+    weights_dir = os.path.join(runs, setting + "_weights")
+    if os.path.isdir(weights_dir):
+      sources += [(os.path.join(weights_dir, name),
+                   float(name.rsplit("_", 1)[1]))
+                  for name in sorted(os.listdir(weights_dir))
+                  if os.path.isdir(os.path.join(weights_dir, name))]
+    for directory, weight in sources:
+      if not os.path.isdir(directory):
         continue
-      seed = int(seed_dir.split("_")[1])
-      for method, r in jsonio.read_json(path)["methods"].items():
-        rows.setdefault((setting, method), []).append(
-            {"seed": seed, **{m: r[m] for m in seeds_lib.METRICS}})
+      for seed_dir in sorted(os.listdir(directory)):
+        path = os.path.join(directory, seed_dir, "results.json")
+        if not os.path.exists(path):
+          continue
+        seed = int(seed_dir.split("_")[1])
+        for method, r in jsonio.read_json(path)["methods"].items():
+          rows.setdefault((setting, method, weight), []).append(
+              {"seed": seed, **{m: r[m] for m in seeds_lib.METRICS}})
   return rows
 
 
 def summarise(collected):
   out = []
-  for setting in SETTINGS:
-    for method in METHODS:
-      runs = collected.get((setting, method))
-      if not runs:
-        continue
-      s = seeds_lib.stats(runs)
-      out.append({
-          "setting": setting, "model": SETTINGS[setting][0],
-          "method": method, "seeds": sorted(r["seed"] for r in runs),
-          "final_acc_all_mean": _round(s["final_acc_all_mean"]),
-          "final_acc_all_std": _round(s["final_acc_all_std"]),
-          "final_acc_old_mean": _round(s["final_acc_old_mean"]),
-          "final_acc_new_mean": _round(s["final_acc_new_mean"]),
-          "avg_incr_acc_mean": _round(s["average_incremental_accuracy_mean"]),
-          "avg_incr_acc_std": _round(s["average_incremental_accuracy_std"]),
-          "forgetting_mean": _round(s["forgetting_mean"]),
-          "memory_size": 0,
-          "command": (f"python -m cil_jax.main --config "
-                      f"{SETTINGS[setting][1]} --config.seed=SEED "
-                      f"--config.classes.groups='{GROUPS}' "
-                      f"--config.methods={method} --workdir DIR")})
+  order = sorted(collected, key=lambda k: (
+      list(SETTINGS).index(k[0]), k[2] is not None, METHODS.index(k[1]),
+      k[2] or 0))
+  for setting, method, weight in order:
+    runs = collected[setting, method, weight]
+    s = seeds_lib.stats(runs)
+    out.append({
+        "setting": setting, "model": SETTINGS[setting][0],
+        "method": method, "weight": weight,
+        "seeds": sorted(r["seed"] for r in runs),
+        "final_acc_all_mean": _round(s["final_acc_all_mean"]),
+        "final_acc_all_std": _round(s["final_acc_all_std"]),
+        "final_acc_old_mean": _round(s["final_acc_old_mean"]),
+        "final_acc_new_mean": _round(s["final_acc_new_mean"]),
+        "avg_incr_acc_mean": _round(s["average_incremental_accuracy_mean"]),
+        "avg_incr_acc_std": _round(s["average_incremental_accuracy_std"]),
+        "forgetting_mean": _round(s["forgetting_mean"]),
+        "memory_size": 0,
+        "command": (f"python -m cil_jax.main --config "
+                    f"{SETTINGS[setting][1]} --config.seed=SEED "
+                    f"--config.classes.groups='{GROUPS}' "
+                    f"--config.methods={method}"
+                    + (f" --config.{method}.weight={weight:g}"
+                       if weight is not None else "")
+                    + " --workdir DIR")})
   return out
 
 
@@ -86,11 +99,13 @@ def table(rows):
            "published (split MNIST) |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
-    published = PUBLISHED.get(r["method"])
+    published = PUBLISHED.get(r["method"]) if r["weight"] is None else None
+    label = r["method"] + (" (oracle, all data)" if r["method"] == "joint"
+                           else "")
+    if r["weight"] is not None:
+      label += f", weight {r['weight']:g}"
     lines.append(
-        f"| {r['setting']} | {r['model']} | "
-        f"{r['method'] + (' (oracle, all data)' if r['method'] == 'joint' else '')}"
-        f" | {len(r['seeds'])} | "
+        f"| {r['setting']} | {r['model']} | {label} | {len(r['seeds'])} | "
         f"{_pct(r['final_acc_all_mean'], r['final_acc_all_std'])} | "
         f"{100 * r['final_acc_new_mean']:.1f} | "
         f"{_pct(r['avg_incr_acc_mean'], r['avg_incr_acc_std'])} | "

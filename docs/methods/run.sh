@@ -6,7 +6,8 @@
 # scikit-learn's digits (MLP 64-256-256, Adam 1e-3 cosine, batch 64, 30
 # epochs per step), seeds 0 1 2. One process per dataset and seed trains
 # C_A once for all six methods. Seed 0 of both datasets runs first, so a
-# partial run still covers both.
+# partial run still covers both. Then each penalty's weight at 100 and
+# 10,000 times its default, seed 0.
 #   nohup bash docs/methods/run.sh [RUNS_DIR] > methods.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,6 +25,26 @@ for seed in ${SEEDS:-0 1 2}; do
     "$PY" -m cil_jax.main --config $config --config.seed=$seed \
         --config.classes.groups="$GROUPS_5X2" --config.methods=$METHODS \
         --config.outputs.plots=False --workdir "$dir" > "$dir.log" 2>&1
+  done
+done
+# The penalty weights, seed 0: each method alone at 100 and 10,000 times
+# its default (digits), and at 100 times (Fashion-MNIST).
+for dataset in digits fashion_mnist; do
+  config=configs/fashion_mnist.py factors="100"
+  [ "$dataset" = digits ] && config=configs/default.py factors="100 10000"
+  for method in ewc si mas; do
+    default=$("$PY" -c "import sys; sys.path.insert(0, '.')
+from cil_jax import config_files
+print(config_files.load('$config').get_config()['$method'].weight)")
+    for factor in $factors; do
+      weight=$("$PY" -c "print(float($default) * $factor)")
+      dir=$RUNS/${dataset}_5x2_weights/${method}_$weight/seed_0
+      mkdir -p "$(dirname "$dir")"
+      "$PY" -m cil_jax.main --config $config --config.seed=0 \
+          --config.classes.groups="$GROUPS_5X2" --config.methods=$method \
+          --config.$method.weight=$weight --config.outputs.plots=False \
+          --workdir "$dir" > "$dir.log" 2>&1
+    done
   done
 done
 "$PY" docs/methods/report.py "$RUNS"
