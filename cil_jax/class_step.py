@@ -151,12 +151,15 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
     path_integral = variables.pop("path_integral", None)
     if job.method.consolidate:
       # Before the classifier, whose presence ends the training.
+      start = time.perf_counter()
       penalty = consolidation.after_step(
           ctx, t, job.method.consolidate,
           job.previous.penalty if job.previous else None,
           models.student.apply, member.variables["params"], variables,
           path_integral, scratch=job.previous is None)
       step_outputs.save_penalty(job.step_dir, penalty)
+      training = dict(training, importance_seconds=round(
+          time.perf_counter() - start, 2))
     if job.method.weight_aligning and job.previous is not None:
       # Before saving, so a resumed run loads the aligned classifier.
       variables, gamma = rebalance.align_variables(variables, ctx.num_old(t),
