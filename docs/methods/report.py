@@ -11,6 +11,8 @@ these methods stores old data; joint, the oracle, trains on all of it).
 import os
 import sys
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
@@ -55,8 +57,26 @@ def collect(runs):
         seed = int(seed_dir.split("_")[1])
         for method, r in jsonio.read_json(path)["methods"].items():
           rows.setdefault((setting, method, weight), []).append(
-              {"seed": seed, **{m: r[m] for m in seeds_lib.METRICS}})
+              {"seed": seed, **{m: r[m] for m in seeds_lib.METRICS},
+               **_costs(r["steps"][1:])})
   return rows
+
+
+def _costs(steps):
+  """Median seconds per class step after the first: training (with its
+  compile, on the first step of a method) and computing the importance
+  (where the record has it)."""
+  out = {}
+  for key in ("train_seconds", "importance_seconds"):
+    values = [s[key] for s in steps if key in s]
+    if values:
+      out[key] = float(np.median(values))
+  return out
+
+
+def _median(runs, key):
+  values = [r[key] for r in runs if key in r]
+  return round(float(np.median(values)), 2) if values else None
 
 
 def summarise(collected):
@@ -79,6 +99,8 @@ def summarise(collected):
         "avg_incr_acc_std": _round(s["average_incremental_accuracy_std"]),
         "forgetting_mean": _round(s["forgetting_mean"]),
         "memory_size": 0,
+        "train_seconds_per_step": _median(runs, "train_seconds"),
+        "importance_seconds_per_step": _median(runs, "importance_seconds"),
         "command": (f"python -m cil_jax.main --config "
                     f"{SETTINGS[setting][1]} --config.seed=SEED "
                     f"--config.classes.groups='{GROUPS}' "
@@ -114,6 +136,18 @@ def table(rows):
   return "\n".join(lines)
 
 
+def cost_table(rows):
+  lines = ["| setting | method | training s/step | importance s/step |",
+           "|---|---|---:|---:|"]
+  for r in rows:
+    if r["weight"] is None:
+      importance = r["importance_seconds_per_step"]
+      lines.append(f"| {r['setting']} | {r['method']} | "
+                   f"{r['train_seconds_per_step']:.1f} | "
+                   f"{'-' if importance is None else f'{importance:.1f}'} |")
+  return "\n".join(lines)
+
+
 def _pct(mean, std):
   return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
@@ -126,7 +160,8 @@ def main():
   with open(os.path.join(HERE, "methods.md.in")) as f:
     template = f.read()
   with open(os.path.join(os.path.dirname(HERE), "methods.md"), "w") as f:
-    f.write(template.replace("{{table}}", table(rows)))
+    f.write(template.replace("{{table}}", table(rows)).replace(
+        "{{costs}}", cost_table(rows)))
   print(f"{len(rows)} rows from {runs}")
 
 
