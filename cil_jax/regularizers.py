@@ -18,8 +18,8 @@ the step needs no weight of its own; EWC's paper writes lambda/2, so our
   classes; Aljundi et al. 2018);
 - ``si``: the path integral accumulated during the step's training,
   omega_i = -sum_k g_i(k) * delta theta_i(k) (g the gradient of the task
-  loss, without the penalty, as in Zenke et al.'s code), divided by
-  (theta_end - theta_start)^2 + damping (Zenke et al. 2017).
+  loss, without the penalty: the paper's path integral of the task loss),
+  divided by (theta_end - theta_start)^2 + damping (Zenke et al. 2017).
 
 Over a sequence the importances add up (``combine``); online EWC decays
 the old one by gamma. Parameters of classes not seen yet have zero
