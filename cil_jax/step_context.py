@@ -46,10 +46,13 @@ class StepKeys:
 class StepContext:
   """Data, class sequence and devices shared by every step of a run."""
 
-  def __init__(self, config, source, groups, devices, vmap):
+  def __init__(self, config, source, groups, devices, vmap, teacher=None):
     self.config, self.source, self.groups = config, source, groups
     self.devices, self.vmap = devices, vmap
     self.dataset = source.info
+    # A given C_A's metadata: its input spec and class names carry over to
+    # every classifier the run saves.
+    self.teacher = teacher
     self.order = [c for group in groups for c in group]
     self.mapping = classes.label_map(self.order, self.dataset.num_classes)
     self.num_outputs = len(self.order)
@@ -69,6 +72,14 @@ class StepContext:
     self._eval_steps = {}
     self._inits = {}
     self.train_steps = {}  # method structure -> (per-device step, tx)
+
+  @property
+  def input_spec(self):
+    """The input every model of the run takes (``cil_jax.input_spec``)."""
+    if self.teacher is not None:
+      return self.teacher["input"]
+    return {"pixels": "stored", "normalization": "mean_std",
+            "mean": list(self.dataset.mean), "std": list(self.dataset.std)}
 
   def num_seen(self, t):
     return sum(len(g) for g in self.groups[:t + 1])
@@ -148,6 +159,18 @@ class StepContext:
     timer.add("eval", time.perf_counter() - start)
     return evaluate.step_metrics(correct, total,
                                  [len(g) for g in self.groups[:t + 1]])
+
+  def test_images(self, num_classes, limit=4096):
+    """Normalised test images of the first ``num_classes`` classes of the
+    order (at most ``limit``), for checks at step start."""
+    test_classes = tuple(self.order[:num_classes])
+    if test_classes not in self._test_data:
+      self._test_data[test_classes] = pipeline.filtered(
+          self.source, "test", test_classes, self.mapping)
+    data = self._test_data[test_classes]
+    if isinstance(data, pipeline.Examples):
+      return data.image[:limit]
+    return np.stack([np.asarray(e["image"]) for e in data.take(limit)])
 
   def train_examples(self, class_ids):
     """This process's training examples of ``class_ids`` (from the cached

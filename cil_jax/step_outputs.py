@@ -74,8 +74,8 @@ def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
       "model": ctx.config.model.to_dict(), "adapter_dim": adapter_dim,
       "num_classes": num_classes, "class_order": ctx.order[:num_classes],
       "input_shape": list(ctx.dataset.input_shape),
-      "input_mean": list(ctx.dataset.mean),
-      "input_std": list(ctx.dataset.std), "dataset": ctx.dataset.name}
+      "input": ctx.input_spec, "head_path": "head",
+      "dataset": ctx.dataset.name}
   with timer.section("classifier_saves"):
     checkpoint.save_classifier(classifier_dir(step_dir),
                                resize_head(variables, num_classes), metadata)

@@ -32,6 +32,7 @@ import os
 from cil_jax import class_step
 from cil_jax import config_check
 from cil_jax import evaluate
+from cil_jax import input_spec
 from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
@@ -95,11 +96,19 @@ def _run(configs, vmap):
   groups, given = _class_sequence(config, source.info)
   if vmap is None:
     vmap = devices[0].platform != "cpu"
-  ctx = StepContext(config, source, groups, devices, vmap)
+  if given is not None:
+    # Every model of the run gets the input the teacher expects.
+    source.normalize_as(*input_spec.raw_mean_std(
+        given[1]["input"], source.info.pixel_max, source.info.input_shape[-1]))
+  ctx = StepContext(config, source, groups, devices, vmap,
+                    given[1] if given else None)
   all_methods = [methods.get_method(name, configs[w])
                  for w in configs for name in method_names[w]]
   config_check.validate_steps(
       ctx, all_methods, given[1]["adapter_dim"] if given else None)
+  if given is not None:  # evaluated and checked against its copy: no write
+    base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"],
+                                 given[2])
   # Only configs that passed every check claim their workdirs.
   for workdir, member_config in configs.items():
     workdirs.claim(workdir, member_config)
@@ -108,9 +117,7 @@ def _run(configs, vmap):
         + (f"; members {'vmapped' if vmap else 'in turn'}"
            if len(configs) > 1 else ""), flush=True)
 
-  if given is not None:
-    base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"])
-  else:
+  if given is None:
     base = _shared_base(ctx, list(configs))
   # One chain of step results per (workdir, method), advanced a step at a
   # time over all of them so identical or vmappable steps train together.
@@ -170,14 +177,14 @@ def _finished_results(workdir, config):
 
 def _class_sequence(config, dataset):
   """``(groups, given)``: the class groups of every step, and the given
-  teacher's ``(variables, metadata)`` or ``None``."""
+  teacher's ``(variables, metadata, model)`` or ``None``."""
   new_groups = classes.class_sequence(
       config.classes.groups, dataset.num_classes, config.classes.order_seed)
   if not config.teacher.checkpoint:
     return new_groups, None
-  variables, meta = teacher.load(config, dataset)
+  variables, meta, model = teacher.load(config, dataset)
   teacher.check_new_classes(config.teacher.checkpoint, meta, new_groups)
-  return [meta["class_order"]] + new_groups, (variables, meta)
+  return [meta["class_order"]] + new_groups, (variables, meta, model)
 
 
 def _shared_base(ctx, workdir_list):

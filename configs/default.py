@@ -36,6 +36,13 @@ def get_config():
   # A given classifier to start from (configs/add_classes.py sets it).
   config.teacher = config_dict.ConfigDict()
   config.teacher.checkpoint = ""
+  # The input the teacher expects, when its metadata does not say
+  # (docs/checkpoint.md): pixels unit | byte | stored; normalization
+  # none | mean_std (input_mean, input_std per channel) | module.
+  config.teacher.input_pixels = ""
+  config.teacher.input_normalization = ""
+  config.teacher.input_mean = ()
+  config.teacher.input_std = ()
 
   config.model = config_dict.ConfigDict()
   config.model.name = "mlp"  # mlp | cnn | resnet

@@ -34,6 +34,9 @@ class DatasetInfo:
   std: tuple
   class_counts: dict  # split -> np.ndarray [num_classes], this process
   augment: bool
+  # The largest raw pixel value: 255 for TFDS images (uint8), 16 for digits
+  # (``input_spec``: a classifier's "unit" pixels are raw / pixel_max).
+  pixel_max: float = 255.0
 
 
 class Source:
@@ -59,7 +62,15 @@ class Source:
         mean=tuple(description["mean"]), std=tuple(description["std"]),
         class_counts={k: np.asarray(v)
                       for k, v in description["counts"].items()},
-        augment=dataset_config.name in AUGMENTED)
+        augment=dataset_config.name in AUGMENTED,
+        pixel_max=(digits.PIXEL_MAX if dataset_config.name == digits.NAME
+                   else 255.0))
+
+  def normalize_as(self, mean, std):
+    """From now on, inputs are ``(raw - mean) / std`` (a given teacher's
+    input spec) instead of the dataset's own statistics."""
+    self.info = dataclasses.replace(self.info, mean=tuple(mean),
+                                    std=tuple(std))
 
   def arrays(self, which):
     """This process's shard of split ``which`` ("train" or "test") as numpy
