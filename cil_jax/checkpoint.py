@@ -187,7 +187,9 @@ def read_metadata(path):
   if not os.path.isdir(path):
     raise NotADirectoryError(
         f"No classifier at {path}: it is a file. A classifier is a directory "
-        f"(variables/ and {METADATA_FILE}); give the directory.")
+        f"(variables/ and {METADATA_FILE}); give the directory (a .msgpack "
+        f"file of a Flax module needs --config.teacher.module; "
+        f"docs/checkpoint.md).")
   meta_path, format_ = os.path.join(path, METADATA_FILE), None
   if not os.path.exists(meta_path) and os.path.exists(
       os.path.join(path, _V1_METADATA_FILE)):
@@ -197,7 +199,8 @@ def read_metadata(path):
         f"{path} is not a classifier or is damaged: {meta_path} is missing. "
         f"A classifier holds {VARIABLES_DIR}/ and {METADATA_FILE}; rerun the "
         f"step that wrote it, or write it with "
-        f"cil_jax.checkpoint.save_classifier.")
+        f"cil_jax.checkpoint.save_classifier (a plain orbax checkpoint of a "
+        f"Flax module needs --config.teacher.module; docs/checkpoint.md).")
   metadata = jsonio.read_json(
       meta_path, fix="rerun the step that wrote this classifier, or write it "
       "again with cil_jax.checkpoint.save_classifier")
@@ -239,7 +242,17 @@ def load_classifier(path, expected_variables):
     restored = _restore(path, "classifier", fix, lambda: ocp.Checkpointer(
         ocp.CompositeCheckpointHandler()).restore(path, ocp.args.Composite(
             variables=ocp.args.StandardRestore())).variables)
-  want = _shapes(expected_variables)
+  check_shapes(restored, expected_variables, path,
+               f"the model its metadata names ({metadata['model']['name']}, "
+               f"{metadata['num_classes']} classes)",
+               "Re-save the classifier with matching metadata.")
+  return restored, metadata
+
+
+def check_shapes(restored, expected, path, model, fix):
+  """Raises unless ``restored`` has ``expected``'s leaves and shapes,
+  naming up to three missing, unexpected and differing leaves."""
+  want = _shapes(expected)
   got = _shapes(restored)
   if want != got:
     missing = sorted(set(want) - set(got))[:3]
@@ -247,11 +260,13 @@ def load_classifier(path, expected_variables):
     differ = [(k, got[k], want[k]) for k in sorted(set(want) & set(got))
               if want[k] != got[k]][:3]
     raise ValueError(
-        f"Checkpoint {path!r} does not match the model its metadata names "
-        f"({metadata['model']['name']}, {metadata['num_classes']} classes): "
-        f"missing {missing}, unexpected {extra}, shape (got, want) {differ}. "
-        f"Re-save the classifier with matching metadata.")
-  return restored, metadata
+        f"Checkpoint {path!r} does not match {model}: missing {missing}, "
+        f"unexpected {extra}, shape (got, want) {differ}. {fix}")
+
+
+def check_metadata(metadata, where, fix=None):
+  """Checks ``/3`` metadata built elsewhere (a config's), ``input`` aside."""
+  _check_metadata(metadata, where, FORMAT, input_required=False, fix=fix)
 
 
 def _check_metadata(metadata, where, format_, input_required=True,

@@ -97,7 +97,7 @@ def given_base(ctx, variables, adapter_dim, given_model):
   as given) as step 0, evaluated on its own classes. Its sequence-wide
   copy must reproduce its logits, and it must score about the accuracy its
   metadata records (``equivalence``)."""
-  wide = resize_head(variables, ctx.num_outputs)
+  wide = resize_head(variables, ctx.num_outputs, ctx.head_path)
   num_given = len(ctx.groups[0])
   images = ctx.test_images(num_given)
   batch = ctx.config.train.eval_batch_size
@@ -143,8 +143,8 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   else:
     if job.method.weight_aligning and job.previous is not None:
       # Before saving, so a resumed run loads the aligned classifier.
-      variables, gamma = rebalance.align_variables(variables, ctx.num_old(t),
-                                                   num_seen)
+      variables, gamma = rebalance.align_variables(
+          variables, ctx.num_old(t), num_seen, ctx.head_path)
       print(f"{member.name}: weight aligning scaled the new columns by "
             f"{gamma:.4f}", flush=True)
     step_outputs.save_classifier(ctx, job.step_dir, variables, num_seen,

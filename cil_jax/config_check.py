@@ -103,4 +103,4 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
   for method in all_methods:
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
-        method, ctx.abstract(ctx.num_outputs, dim)["params"])
+        method, ctx.abstract(ctx.num_outputs, dim)["params"], ctx.layout)

@@ -28,6 +28,8 @@ from cil_jax.data import pipeline
 from cil_jax.data import train_data
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
+from cil_jax.models import foreign
+from cil_jax.models.expand import HEAD
 
 
 _DROPOUT = 1  # the purpose of a key, mixed into its seed
@@ -46,13 +48,19 @@ class StepKeys:
 class StepContext:
   """Data, class sequence and devices shared by every step of a run."""
 
-  def __init__(self, config, source, groups, devices, vmap, teacher=None):
+  def __init__(self, config, source, groups, devices, vmap, teacher=None,
+               teacher_model=None):
     self.config, self.source, self.groups = config, source, groups
     self.devices, self.vmap = devices, vmap
     self.dataset = source.info
     # A given C_A's metadata: its input spec and class names carry over to
     # every classifier the run saves.
     self.teacher = teacher
+    # A foreign teacher's module (``models.foreign.FlaxClassifier``): every
+    # model of the run is that module with its head widened.
+    self.foreign = (teacher_model if isinstance(
+        teacher_model, foreign.FlaxClassifier) else None)
+    self.head_path = self.foreign.head_path if self.foreign else HEAD
     self.order = [c for group in groups for c in group]
     self.mapping = classes.label_map(self.order, self.dataset.num_classes)
     self.num_outputs = len(self.order)
@@ -93,7 +101,15 @@ class StepContext:
     groups = self.groups[:t + 1] if scratch else [self.groups[t]]
     return [c for g in groups for c in g]
 
+  @property
+  def layout(self):
+    """``(head_path, layers in forward order)`` of a foreign module, for
+    the layer presets; ``None`` for cil_jax's own models."""
+    return (self.head_path, self.foreign.layers) if self.foreign else None
+
   def model(self, num_classes, adapter_dim, frozen_layers=()):
+    if self.foreign is not None:
+      return self.foreign.widened(num_classes)
     return build_model(self.config.model, num_classes, adapter_dim,
                        frozen_layers)
 

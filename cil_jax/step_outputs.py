@@ -71,21 +71,23 @@ def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
   ``num_classes`` seen classes, with the metadata that makes it a
   teacher."""
   metadata = {
-      "model": ctx.config.model.to_dict(), "adapter_dim": adapter_dim,
+      "model": (ctx.teacher["model"] if ctx.foreign
+                else ctx.config.model.to_dict()), "adapter_dim": adapter_dim,
       "num_classes": num_classes, "class_order": ctx.order[:num_classes],
       "input_shape": list(ctx.dataset.input_shape),
-      "input": ctx.input_spec, "head_path": "head",
+      "input": ctx.input_spec, "head_path": ctx.head_path,
       "dataset": ctx.dataset.name}
   with timer.section("classifier_saves"):
     checkpoint.save_classifier(classifier_dir(step_dir),
-                               resize_head(variables, num_classes), metadata)
+                               resize_head(variables, num_classes,
+                                           ctx.head_path), metadata)
 
 
 def load_classifier(ctx, step_dir, num_classes, adapter_dim):
   """A saved step's classifier, its head widened to the sequence's."""
   variables, _ = checkpoint.load_classifier(
       classifier_dir(step_dir), ctx.abstract(num_classes, adapter_dim))
-  return resize_head(variables, ctx.num_outputs)
+  return resize_head(variables, ctx.num_outputs, ctx.head_path)
 
 
 def write_record(step_dir, record):

@@ -101,7 +101,7 @@ def _run(configs, vmap):
     source.normalize_as(*input_spec.raw_mean_std(
         given[1]["input"], source.info.pixel_max, source.info.input_shape[-1]))
   ctx = StepContext(config, source, groups, devices, vmap,
-                    given[1] if given else None)
+                    *(given[1:] if given else ()))
   all_methods = [methods.get_method(name, configs[w])
                  for w in configs for name in method_names[w]]
   config_check.validate_steps(

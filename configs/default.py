@@ -36,6 +36,17 @@ def get_config():
   # A given classifier to start from (configs/add_classes.py sets it).
   config.teacher = config_dict.ConfigDict()
   config.teacher.checkpoint = ""
+  # A Flax module of your own as teacher (docs/checkpoint.md): its import
+  # path "pkg.mod:Net", keyword arguments as JSON, the keyword that tells it
+  # training from inference ("" if none), the slash path of its final Dense
+  # in params ("" to detect), and, for a checkpoint without cil_jax
+  # metadata, the dataset class id (and optionally name) of each output.
+  config.teacher.module = ""
+  config.teacher.module_kwargs = ""
+  config.teacher.train_kwarg = "train"
+  config.teacher.head_path = ""
+  config.teacher.classes = ()
+  config.teacher.class_names = ""  # comma-separated
   # The input the teacher expects, when its metadata does not say
   # (docs/checkpoint.md): pixels unit | byte | stored; normalization
   # none | mean_std (input_mean, input_std per channel) | module.
