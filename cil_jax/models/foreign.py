@@ -2,7 +2,8 @@
 
 The contract (docs/checkpoint.md): the module is importable as
 ``pkg.mod:Name``, built with JSON keyword arguments, called as
-``module.apply(variables, images, **{train_kwarg: train})`` on a batch of
+``module.apply(variables, images, **{train_kwarg: train})`` (``!name``:
+``name=not train``, e.g. ``!deterministic``; empty: no keyword) on a batch of
 images of the dataset's shape, and returns the logits of its final
 ``nn.Dense`` (the *head*, at a slash path inside ``params`` such as
 ``classifier/logits``) unchanged. Its variables are ``params`` and
@@ -14,6 +15,7 @@ more ``features``, bound to the same scope, so the wider kernel and bias
 live at the head's own path (``FlaxClassifier``).
 """
 
+import functools
 import importlib
 import json
 
@@ -93,7 +95,7 @@ class FlaxClassifier:
                           self.train_kwarg, self.layers)
 
   def _mode(self, train):
-    return {self.train_kwarg: train} if self.train_kwarg else {}
+    return mode_kwargs(self.train_kwarg, train)
 
   def init(self, rng, inputs):
     with nn.intercept_methods(_widen(self.head_path, self.num_classes)):
@@ -103,6 +105,17 @@ class FlaxClassifier:
     with nn.intercept_methods(_widen(self.head_path, self.num_classes)):
       return self.module.apply(variables, inputs, **self._mode(train),
                                **kwargs)
+
+
+def mode_kwargs(train_kwarg, train):
+  """The keyword telling the module training from inference: ``train_kwarg``
+  gets ``train``; ``"!name"`` gets ``not train`` (e.g. ``!deterministic``);
+  ``""``: none."""
+  if not train_kwarg:
+    return {}
+  if train_kwarg.startswith("!"):
+    return {train_kwarg[1:]: not train}
+  return {train_kwarg: train}
 
 
 def trace(module, input_shape, train_kwarg):
@@ -120,18 +133,18 @@ def trace(module, input_shape, train_kwarg):
         denses[path] = context.module.features
     return next_fun(*args, **kwargs)
 
-  mode = {train_kwarg: False} if train_kwarg else {}
+  mode = mode_kwargs(train_kwarg, False)
   try:
     with nn.intercept_methods(record):
-      variables = jax.eval_shape(module.init, jax.random.PRNGKey(0),
-                                 jnp.zeros((1, *input_shape), jnp.float32),
-                                 **mode)
-      out = jax.eval_shape(module.apply, variables,
-                           jnp.zeros((1, *input_shape), jnp.float32), **mode)
+      variables = jax.eval_shape(functools.partial(module.init, **mode),
+                                 jax.random.PRNGKey(0),
+                                 jnp.zeros((1, *input_shape), jnp.float32))
+      out = jax.eval_shape(functools.partial(module.apply, **mode), variables,
+                           jnp.zeros((1, *input_shape), jnp.float32))
   except Exception as e:  # pylint: disable=broad-except
     raise ForeignModelError(
         f"{type(module).__name__} cannot run on one input of shape "
-        f"{list(input_shape)}{' with ' + train_kwarg + '=False' if mode else ''}"
+        f"{list(input_shape)} with keywords {mode}"
         f" ({type(e).__name__}: {str(e)[:300]}); check the dataset's input "
         f"shape and config.teacher.train_kwarg.") from None
   if not (hasattr(out, "shape") and len(out.shape) == 2):

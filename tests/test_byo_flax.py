@@ -1,0 +1,238 @@
+"""Bring your own classifier (issue 13): a Flax model written outside
+cil_jax (tests/byo_models.py: its own names, inputs in [0, 1], an inverted
+``deterministic`` keyword), trained with plain optax, saved with plain orbax
+or msgpack, extended through the CLI; and every bad teacher refused before
+a workdir is claimed, with a message naming the key and the fix."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import byo_models
+from cil_jax import checkpoint
+from cil_jax import config_files
+from cil_jax import equivalence
+from cil_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
+OLD = list(range(6))
+MODULE = "byo_models:DigitNet"
+add_classes = config_files.from_checkout("add_classes")
+
+
+@pytest.fixture(scope="module")
+def plain_teacher(tmp_path_factory):
+  """``(orbax dir, msgpack file, params, test accuracy)`` of DigitNet
+  trained on digits 0-5 with plain optax."""
+  root = tmp_path_factory.mktemp("teacher")
+  module = byo_models.DigitNet()
+  params = byo_models.train_plain(module, OLD)
+  byo_models.save_plain(str(root / "orbax"), params)
+  with open(root / "net.msgpack", "wb") as f:
+    f.write(flax.serialization.to_bytes(params))
+  return (str(root / "orbax"), str(root / "net.msgpack"),
+          jax.device_get(params), byo_models.accuracy(module, params, OLD))
+
+
+def _config(checkpoint_path, **teacher):
+  config = add_classes.get_config()
+  config.teacher.checkpoint = checkpoint_path
+  config.teacher.module = MODULE
+  config.teacher.train_kwarg = "!deterministic"
+  config.teacher.classes = tuple(OLD)
+  config.teacher.input_pixels = "unit"
+  config.teacher.input_normalization = "none"
+  for key, value in teacher.items():
+    config.teacher[key] = value
+  config.classes.groups = ((6, 7, 8, 9),)
+  config.methods = "eps_kd"
+  config.train.epochs = 3
+  config.train.num_devices = 1
+  return config
+
+
+def test_cli_extends_a_plain_orbax_flax_model(plain_teacher, tmp_path):
+  orbax_dir, _, params, accuracy = plain_teacher
+  workdir = tmp_path / "wd"
+  flags = {"teacher.checkpoint": orbax_dir, "teacher.module": MODULE,
+           "teacher.train_kwarg": "!deterministic",
+           "teacher.classes": "(0,1,2,3,4,5)",
+           "teacher.class_names": "zero,one,two,three,four,five",
+           "teacher.input_pixels": "unit",
+           "teacher.input_normalization": "none",
+           "classes.groups": "((6,7,8,9),)", "methods": "eps_kd",
+           "eps_kd.layers": "new_rows", "eps_kd.eps": 0.1,
+           "optim.learning_rate": 0.01, "train.epochs": 4,
+           "train.num_devices": 1}
+  env = {**os.environ, "CUDA_VISIBLE_DEVICES": "",
+         "PYTHONPATH": os.pathsep.join(
+             [ROOT, TESTS, os.environ.get("PYTHONPATH", "")])}
+  env.pop("XLA_FLAGS", None)
+  done = subprocess.run(
+      [sys.executable, "-m", "cil_jax.main", "--workdir", str(workdir),
+       "--config", os.path.join(ROOT, "configs", "add_classes.py")]
+      + [f"--config.{k}={v}" for k, v in flags.items()],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((workdir / "results.json").read_text())
+  steps = results["methods"]["eps_kd"]["steps"]
+  # The given model, fed [0, 1] pixels by the pipeline, scores what its
+  # author measured.
+  assert steps[0]["acc_all"] == pytest.approx(accuracy, abs=1e-6)
+  # Frozen features, new columns only: new classes learnt (0.47 here,
+  # chance 0.25 among them), old ones kept.
+  assert steps[1]["acc_new"] > 0.35 and steps[1]["acc_old"] > 0.5
+  saved = str(workdir / "eps_kd" / "step_1" / "classifier")
+  meta = checkpoint.read_metadata(saved)
+  assert meta["model"]["module"] == MODULE
+  assert meta["head_path"] == "cls_logits"
+  assert meta["class_order"] == list(range(10))
+  assert meta["input"] == {"pixels": "unit", "normalization": "none"}
+  variables, _ = checkpoint.load_classifier(
+      saved, jax.tree.map(np.asarray, {"params": {
+          **params, "cls_logits": {
+              "kernel": np.zeros((32, 10), np.float32),
+              "bias": np.zeros((10,), np.float32)}}}))
+  got = traverse_util.flatten_dict(variables["params"], sep="/")
+  want = traverse_util.flatten_dict(params, sep="/")
+  # new_rows on the module's own names: everything but the new columns is
+  # the teacher's, bit for bit.
+  assert sorted(got) == sorted(want) == [
+      "cls_logits/bias", "cls_logits/kernel", "encoder/proj/bias",
+      "encoder/proj/kernel", "mixer/bias", "mixer/kernel"]
+  for path, value in want.items():
+    np.testing.assert_array_equal(got[path][..., :6] if "cls" in path
+                                  else got[path], value)
+  assert np.abs(got["cls_logits/kernel"][:, 6:]).min() > 0
+
+
+def test_msgpack_teacher_and_regex_on_own_names(plain_teacher, tmp_path):
+  _, msgpack_file, _, accuracy = plain_teacher
+  config = _config(msgpack_file)
+  config.eps_kd.layers = "regex"
+  config.eps_kd.trainable_regex = "(mixer|cls_logits)/.*"
+  results = train.run(config, str(tmp_path / "wd"))
+  steps = results["methods"]["eps_kd"]["steps"]
+  assert steps[0]["acc_all"] == pytest.approx(accuracy, abs=1e-6)
+  assert steps[1]["acc_all"] > steps[0]["acc_all"] * 0.6 * 0.5
+
+
+def _refused(config, tmp_path, error, words):
+  with pytest.raises(error, match=words):
+    train.run(config, str(tmp_path / "wd"))
+  assert not os.path.exists(tmp_path / "wd")
+
+
+@pytest.mark.parametrize("teacher, error, words", [
+    ({"input_pixels": "", "input_normalization": ""},
+     checkpoint.MetadataError,
+     r"config.teacher does not say what input.*never guesses.*"
+     r"--config.teacher.input_pixels=unit"),
+    ({"input_normalization": "mean_std"}, ValueError,
+     r"config.teacher.input_\*.*'mean_std' needs 'mean'"),
+    ({"head_path": "nope"}, ValueError,
+     r"head path 'nope' is not an nn.Dense.*'encoder/proj' \(32 outputs\)"),
+    ({"head_path": "mixer"}, ValueError,
+     r"the Dense at 'mixer' has 32 outputs but the teacher has 6 classes"),
+    ({"classes": (0, 1, 2, 3, 4)}, ValueError,
+     r"outputs 6 logits but config.teacher gives the teacher 5 classes"),
+    ({"classes": ()}, ValueError,
+     r"config.teacher.classes must list the dataset class id"),
+    ({"module": "byo_models:TwinHeads", "train_kwarg": ""}, ValueError,
+     r"cannot tell the head: 2 nn.Dense layers have 6 outputs "
+     r"\(\['bottleneck', 'out'\]\).*--config.teacher.head_path"),
+    ({"module": "byo_models:Nothing"}, ValueError,
+     r"config.teacher.module='byo_models:Nothing' cannot be imported"),
+    ({"module_kwargs": "{width: 3"}, ValueError,
+     r"config.teacher.module_kwargs=.* is not JSON"),
+    ({"class_names": "a,b"}, ValueError,
+     r"class_names lists 2 names but class_order lists 6"),
+], ids=["no-input-spec", "mean-std-without-values", "wrong-head-path",
+        "head-path-not-final", "wrong-class-count", "no-classes",
+        "ambiguous-head", "not-importable", "bad-kwargs", "names-count"])
+def test_bad_teacher_is_refused_before_the_workdir(plain_teacher, tmp_path,
+                                                   teacher, error, words):
+  _refused(_config(plain_teacher[0], **teacher), tmp_path, error, words)
+
+
+def test_known_class_is_named(plain_teacher, tmp_path):
+  config = _config(plain_teacher[0], class_names="a,b,c,d,e,f")
+  config.classes.groups = ((5, 6),)
+  _refused(config, tmp_path, ValueError,
+           r"Classes \[5\] \(5: 'f'\) of config.classes.groups are already "
+           r"classes of the teacher")
+
+
+def test_log_probabilities_fail_the_step_start_check(tmp_path):
+  """Widening a module that normalises its logits changes the old ones."""
+  module = byo_models.LogProbNet()
+  params = module.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1)))
+  byo_models.save_plain(str(tmp_path / "ckpt"), params["params"])
+  config = _config(str(tmp_path / "ckpt"), module="byo_models:LogProbNet",
+                   train_kwarg="")
+  _refused(config, tmp_path, equivalence.TeacherMismatchError,
+           r"logits for the old classes differ from the teacher's")
+
+
+def _as_classifier(plain_teacher, path, **meta):
+  metadata = {
+      "model": {"name": "flax", "module": MODULE, "kwargs": {},
+                "train_kwarg": "!deterministic"},
+      "adapter_dim": 0, "num_classes": 6, "class_order": OLD,
+      "input_shape": [8, 8, 1], "head_path": "cls_logits",
+      "input": {"pixels": "unit", "normalization": "none"},
+      "accuracy": plain_teacher[3], **meta}
+  checkpoint.save_classifier(path, {"params": plain_teacher[2]}, metadata)
+  return path
+
+
+def test_cil_jax_metadata_of_a_flax_model(plain_teacher, tmp_path):
+  path = _as_classifier(plain_teacher, str(tmp_path / "c"))
+  config = _config(path, module="", classes=(), input_pixels="",
+                   input_normalization="")
+  results = train.run(config, str(tmp_path / "wd"))
+  assert results["methods"]["eps_kd"]["steps"][0]["acc_all"] == (
+      pytest.approx(plain_teacher[3], abs=1e-6))
+
+
+def test_wrong_input_spec_fails_against_recorded_accuracy(plain_teacher,
+                                                          tmp_path):
+  """The issue's silent 84.8% -> 60.9%: a model fed inputs it was not
+  trained on (here [0, 1] pixels shifted by -1)."""
+  path = _as_classifier(plain_teacher, str(tmp_path / "c"), input={
+      "pixels": "unit", "normalization": "mean_std", "mean": [1.0],
+      "std": [1.0]})
+  config = _config(path, module="", classes=(), input_pixels="",
+                   input_normalization="")
+  _refused(config, tmp_path, equivalence.TeacherMismatchError,
+           r"The teacher scores .* but the metadata of .* records "
+           r"9\d\.\d%.*input spec")
+
+
+def test_metadata_without_head_path_names_the_key(plain_teacher, tmp_path):
+  path = _as_classifier(plain_teacher, str(tmp_path / "c"))
+  meta_path = os.path.join(path, checkpoint.METADATA_FILE)
+  with open(meta_path) as f:
+    meta = json.load(f)
+  del meta["head_path"]
+  with open(meta_path, "w") as f:
+    json.dump(meta, f)
+  config = _config(path, module="", classes=())
+  _refused(config, tmp_path, checkpoint.MetadataError,
+           rf"{meta_path} lacks the key\(s\) 'head_path' \(the slash path "
+           rf"of the final Dense")
+
+
+def test_plain_orbax_without_module_says_what_to_set(plain_teacher, tmp_path):
+  config = _config(plain_teacher[0], module="")
+  _refused(config, tmp_path, checkpoint.DamagedCheckpointError,
+           r"metadata/metadata is missing.*--config.teacher.module")
+
