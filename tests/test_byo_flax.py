@@ -19,6 +19,7 @@ import byo_models
 from cil_jax import checkpoint
 from cil_jax import config_files
 from cil_jax import equivalence
+from cil_jax import inspect
 from cil_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,3 +237,26 @@ def test_plain_orbax_without_module_says_what_to_set(plain_teacher, tmp_path):
   _refused(config, tmp_path, checkpoint.DamagedCheckpointError,
            r"metadata/metadata is missing.*--config.teacher.module")
 
+
+
+def test_inspect_tells_what_a_checkpoint_holds(plain_teacher, tmp_path,
+                                               capsys):
+  path = _as_classifier(plain_teacher, str(tmp_path / "c"),
+                        class_names=["zero", "one", "two", "three", "four",
+                                     "five"])
+  inspect.main(["inspect", path])
+  out = capsys.readouterr().out
+  for words in (f"model: Flax module {MODULE}",
+                "classes (6): 0 'zero', 1 'one',",
+                "input: shape [8, 8, 1], pixels in [0, 1], not normalised",
+                "head: cls_logits",
+                f"accuracy: {plain_teacher[3]:.4f} (recorded in the metadata)",
+                "params/cls_logits/kernel", "[32, 6]", "(3,334 values)",
+                "extendable: yes"):
+    assert words in out
+  with pytest.raises(SystemExit) as exit_:
+    inspect.main(["inspect", plain_teacher[0]])
+  assert exit_.value.code == 1
+  out = capsys.readouterr().out
+  assert "format: plain parameters" in out and "[64, 32]" in out
+  assert "extendable: no: it has no cil_jax metadata" in out
