@@ -42,6 +42,10 @@ def align_variables(variables, num_old, num_seen, head_path="head"):
   """``(variables with the head's new columns weight-aligned, gamma)``;
   ``head_path`` is the head's slash path inside params."""
   flat = traverse_util.flatten_dict(variables["params"], sep="/")
+  if f"{head_path}/bias" not in flat:
+    raise ValueError(f"Weight aligning scales the head's kernel and bias, but "
+                     f"the head at {head_path!r} has no bias; set "
+                     f"config.eps_kd.weight_aligning=False.")
   head = {"kernel": flat[f"{head_path}/kernel"],
           "bias": flat[f"{head_path}/bias"]}
   head, gamma = align_weights(head, num_old, num_seen)
