@@ -86,9 +86,10 @@ METADATA_KEYS = {
                   "'head'", lambda v: isinstance(v, str) and v),
 }
 OPTIONAL_KEYS = {
-    "class_names": ("a name per output, a list of strings",
+    "class_names": ("a name per output, a list of strings (null: unnamed)",
                     lambda v: isinstance(v, list) and all(
-                        isinstance(n, str) and n for n in v)),
+                        n is None or (isinstance(n, str) and n)
+                        for n in v)),
     "dataset": ("the name of the dataset it was trained on, e.g. 'digits'",
                 lambda v: isinstance(v, str) and v),
     "accuracy": ("its test accuracy on its classes, a number in [0, 1]",

@@ -49,13 +49,14 @@ class StepContext:
   """Data, class sequence and devices shared by every step of a run."""
 
   def __init__(self, config, source, groups, devices, vmap, teacher=None,
-               teacher_model=None):
+               teacher_model=None, class_names=None):
     self.config, self.source, self.groups = config, source, groups
     self.devices, self.vmap = devices, vmap
     self.dataset = source.info
     # A given C_A's metadata: its input spec and class names carry over to
     # every classifier the run saves.
     self.teacher = teacher
+    self.class_names = class_names  # a name or None per class of the order
     # A foreign teacher's module (``models.foreign.FlaxClassifier``): every
     # model of the run is that module with its head widened.
     self.foreign = (teacher_model if isinstance(

@@ -76,6 +76,8 @@ def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
       "num_classes": num_classes, "class_order": ctx.order[:num_classes],
       "input_shape": list(ctx.dataset.input_shape),
       "input": ctx.input_spec, "head_path": ctx.head_path,
+      "class_names": (ctx.class_names[:num_classes] if ctx.class_names
+                      else None),
       "dataset": ctx.dataset.name}
   with timer.section("classifier_saves"):
     checkpoint.save_classifier(classifier_dir(step_dir),

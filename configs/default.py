@@ -30,6 +30,9 @@ def get_config():
   config.classes = config_dict.ConfigDict()
   # One tuple of dataset class ids per step; step 0 trains C_A.
   config.classes.groups = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+  # Names of the classes of classes.groups, comma-separated in their order
+  # ("" for an unnamed one); saved in every classifier's metadata.
+  config.classes.names = ""
   # Set to shuffle the class ids over the groups (same group sizes).
   config.classes.order_seed = config_dict.placeholder(int)
 

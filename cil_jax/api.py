@@ -1,0 +1,193 @@
+"""Adding classes from Python: one call, the CLI's run underneath.
+
+  extended = api.add_classes(
+      teacher="runs/default/base/step_0/classifier",  # or (module, params)
+      train=(images, labels), test=(test_images, test_labels),
+      workdir="runs/api", class_names={5: "five", ...},
+      settings={"train.epochs": 10})
+  extended.metrics["final_acc_all"], extended.predict(images)
+  extended.save("my_classifier")
+
+``add_classes`` builds the config of ``configs/add_classes.py`` (one
+method, ``eps_kd`` unless told), puts the numpy arrays behind a
+``data.source.Source``, and calls ``train.run``: the same checks, the same
+door for the teacher (``cil_jax.teacher``), the same workdir (rerun to
+resume). A teacher given as ``(module, params)`` is first written as a
+cil_jax classifier in ``<workdir>/given_teacher`` (its module imported by
+``type(module).__module__``, so a module defined in a notebook works in
+that notebook's process).
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cil_jax import checkpoint
+from cil_jax import config_files
+from cil_jax import input_spec
+from cil_jax import overrides
+from cil_jax import step_outputs
+from cil_jax import train
+from cil_jax.data import source as data_source
+from cil_jax.models import abstract_variables
+from cil_jax.models import build_model
+from cil_jax.models import foreign
+
+GIVEN_TEACHER = "given_teacher"
+
+
+@dataclasses.dataclass(frozen=True)
+class Classifier:
+  """An extended classifier: ``apply(variables, images, train=False)``
+  gives logits from inputs prepared as ``metadata["input"]`` says;
+  ``predict`` takes raw images (largest value ``pixel_max``)."""
+  apply: Any
+  variables: Any
+  metadata: dict
+  metrics: dict  # the method's entry of results.json
+  pixel_max: float
+
+  def logits(self, images):
+    images = np.asarray(images)
+    mean, std = input_spec.raw_mean_std(self.metadata["input"],
+                                        self.pixel_max, images.shape[-1])
+    inputs = ((images.astype(np.float32) - np.float32(mean))
+              / np.float32(std))
+    return np.asarray(jax.jit(lambda v, x: self.apply(v, x, train=False))(
+        self.variables, jnp.asarray(inputs)))
+
+  def predict(self, images):
+    """Dataset class ids of raw ``images``."""
+    order = np.asarray(self.metadata["class_order"])
+    return order[np.argmax(self.logits(images), axis=-1)]
+
+  def save(self, path):
+    """Writes it as a cil_jax classifier (``docs/checkpoint.md``)."""
+    meta = {k: v for k, v in self.metadata.items()
+            if k not in ("format", "source_format")}
+    checkpoint.save_classifier(path, self.variables, meta)
+
+
+def add_classes(teacher, train, test, workdir, method="eps_kd",
+                class_names=None, settings=None, pixel_max=255.0,
+                teacher_classes=None, teacher_input=None,
+                teacher_train_kwarg="", teacher_head_path="",
+                dataset_name=None):
+  """Extends ``teacher`` to the classes of ``train``; returns a
+  ``Classifier`` with its test ``metrics``.
+
+  ``teacher``: a classifier path (``docs/checkpoint.md``), or ``(module,
+  params)`` of a Flax module, then with ``teacher_classes`` (the class id
+  of each output) and ``teacher_input`` (its input spec), optionally
+  ``teacher_train_kwarg`` and ``teacher_head_path`` (``docs/checkpoint.md``,
+  the contract). ``train`` and
+  ``test``: numpy ``(images, labels)``, raw images and dataset class ids;
+  ``train`` holds only new classes, ``test`` examples of every class (old
+  and new: the metrics need both). ``class_names``: ``{class id: name}``
+  of the new classes. ``settings``: config overrides by dotted key, e.g.
+  ``{"eps_kd.eps": 0.3, "train.epochs": 20}``. ``pixel_max``: the largest
+  raw pixel value (255 for 8-bit images, 16 for digits). ``dataset_name``
+  defaults to the teacher's ``dataset``.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  if not isinstance(teacher, (str, os.PathLike)):
+    teacher = _save_given(teacher, workdir, teacher_classes, teacher_input,
+                          train[0].shape[1:], teacher_train_kwarg,
+                          teacher_head_path)
+  teacher = os.fspath(teacher)
+  meta = checkpoint.read_metadata(teacher)
+  new = sorted({int(c) for c in np.unique(train[1])})
+  num_classes = 1 + max(new + meta["class_order"] +
+                        [int(c) for c in np.unique(test[1])])
+  config = config_files.from_checkout("add_classes").get_config()
+  config.methods = method
+  config.teacher.checkpoint = teacher
+  dataset_name = dataset_name or meta.get("dataset") or "arrays"
+  config.dataset.name = dataset_name
+  if meta["model"]["name"] != checkpoint.FLAX_MODEL:  # the teacher's model
+    for key, value in meta["model"].items():
+      config.model[key] = tuple(value) if isinstance(value, list) else value
+  config.classes.groups = (tuple(new),)
+  if class_names:
+    unknown = sorted(set(class_names) - set(new))
+    if unknown:
+      raise ValueError(f"class_names names classes {unknown} that the "
+                       f"training data does not hold (its classes: {new}).")
+    config.classes.names = ",".join(class_names.get(c, "") for c in new)
+  config = overrides.apply(config, settings or {})
+  source = data_source.Source.from_arrays(
+      dataset_name, train, test, num_classes, pixel_max)
+  results = train_run(config, workdir, source)
+  saved = step_outputs.classifier_dir(
+      os.path.join(workdir, method, "step_1"))
+  apply_fn, variables, metadata = load(saved)
+  return Classifier(apply_fn, variables, metadata,
+                    results["methods"][method], pixel_max)
+
+
+train_run = train.run  # the run both the CLI and this API go through
+
+
+def load(path):
+  """``(apply, variables, metadata)`` of the classifier at ``path``."""
+  meta = checkpoint.read_metadata(path)
+  model_meta = meta["model"]
+  if model_meta["name"] == checkpoint.FLAX_MODEL:
+    module, _ = foreign.import_module(model_meta["module"],
+                                      model_meta.get("kwargs", {}),
+                                      f"the module of {path}")
+    model = foreign.FlaxClassifier(module, meta["head_path"],
+                                   meta["num_classes"],
+                                   model_meta.get("train_kwarg", ""))
+    expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(
+        (1, *meta["input_shape"]), jnp.float32))
+  else:
+    model_config = config_files.from_checkout("default").get_config().model
+    model_config.update(model_meta)
+    model = build_model(model_config, meta["num_classes"],
+                        meta["adapter_dim"])
+    expected = abstract_variables(model, meta["input_shape"])
+  variables, meta = checkpoint.load_classifier(path, expected)
+  return model.apply, variables, meta
+
+
+def _save_given(teacher, workdir, classes, spec, input_shape, train_kwarg,
+                head_path):
+  """Writes ``(module, params)`` as a cil_jax classifier in ``workdir``
+  (once: a rerun finds it) and returns its path."""
+  path = os.path.join(os.path.abspath(workdir), GIVEN_TEACHER)
+  if os.path.exists(path):
+    return path
+  module, params = teacher
+  if classes is None or spec is None:
+    raise ValueError("A teacher given as (module, params) needs "
+                     "teacher_classes (the dataset class id of each output) "
+                     "and teacher_input (its input spec, e.g. {'pixels': "
+                     "'unit', 'normalization': 'none'}; docs/checkpoint.md).")
+  kwargs = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
+            if f.init and f.name not in ("parent", "name")}
+  try:
+    json.dumps(kwargs)
+  except TypeError as e:
+    raise ValueError(f"{type(module).__name__}'s attributes {kwargs} are not "
+                     f"JSON ({e}); save the teacher with "
+                     f"checkpoint.save_classifier and pass its path.") from None
+  variables = params if "params" in params else {"params": params}
+  denses, _, _ = foreign.trace(module, input_shape, train_kwarg)
+  head_path = foreign.find_head(denses, len(classes), head_path,
+                                "the teacher given to add_classes")
+  checkpoint.save_classifier(path, jax.device_get(variables), {
+      "model": {"name": checkpoint.FLAX_MODEL, "kwargs": kwargs,
+                "module": f"{type(module).__module__}:"
+                          f"{type(module).__qualname__}",
+                "train_kwarg": train_kwarg},
+      "adapter_dim": 0, "num_classes": len(classes),
+      "class_order": [int(c) for c in classes],
+      "input_shape": [int(d) for d in input_shape], "input": spec,
+      "head_path": head_path})
+  return path
