@@ -102,10 +102,10 @@ def given_base(ctx, variables, adapter_dim, given_model):
   images = ctx.test_images(num_given)
   batch = ctx.config.train.eval_batch_size
   equivalence.check_old_logits(
-      equivalence.old_logits(ctx.model(ctx.num_outputs, adapter_dim).apply,
-                             wide, images, num_given, batch),
-      equivalence.old_logits(given_model.apply, variables, images, num_given,
-                             batch),
+      equivalence.old_logits(ctx.logits_fn(adapter_dim), wide, images,
+                             num_given, batch),
+      equivalence.old_logits(equivalence.logits_fn(given_model.apply),
+                             variables, images, num_given, batch),
       "the given teacher, widened to the run's head")
   record = {"step": 0, "method": "given", "classes": ctx.groups[0],
             "num_old": 0, "num_new": len(ctx.groups[0]), "eps": 0.0,
@@ -123,9 +123,9 @@ def _check_start(ctx, t, jobs, members, adapter_dim):
   num_old = ctx.num_old(t)
   images = ctx.test_images(num_old)
   batch = ctx.config.train.eval_batch_size
-  student = ctx.model(ctx.num_outputs, adapter_dim).apply
+  student = ctx.logits_fn(adapter_dim)
   for job, member in zip(jobs, members):
-    previous = ctx.model(ctx.num_outputs, job.previous.adapter_dim).apply
+    previous = ctx.logits_fn(job.previous.adapter_dim)
     equivalence.check_old_logits(
         equivalence.old_logits(student, member.variables, images, num_old,
                                batch),

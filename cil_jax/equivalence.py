@@ -20,11 +20,16 @@ class TeacherMismatchError(ValueError):
   """The student at step start does not reproduce the teacher."""
 
 
-def old_logits(apply_fn, variables, images, num_old, batch_size):
-  """``apply_fn``'s first ``num_old`` logits on ``images``, in batches."""
-  apply = jax.jit(lambda v, x: apply_fn(v, x, train=False)[:, :num_old])
+def logits_fn(apply_fn):
+  """A jitted ``(variables, images) -> logits`` of a model in inference."""
+  return jax.jit(lambda v, x: apply_fn(v, x, train=False))
+
+
+def old_logits(logits, variables, images, num_old, batch_size):
+  """The first ``num_old`` outputs of ``logits`` (a ``logits_fn``) on
+  ``images``, in batches."""
   return np.concatenate([
-      np.asarray(apply(variables, images[i:i + batch_size]))
+      np.asarray(logits(variables, images[i:i + batch_size]))[:, :num_old]
       for i in range(0, len(images), batch_size)])
 
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cil_jax import equivalence
 from cil_jax import evaluate
 from cil_jax import parallel
 from cil_jax import timer
@@ -79,6 +80,7 @@ class StepContext:
     self._device_split = None  # the training split on the devices, once
     self._test_data = {}
     self._eval_steps = {}
+    self._logits_fns = {}
     self._inits = {}
     self.train_steps = {}  # method structure -> (per-device step, tx)
 
@@ -176,6 +178,14 @@ class StepContext:
     timer.add("eval", time.perf_counter() - start)
     return evaluate.step_metrics(correct, total,
                                  [len(g) for g in self.groups[:t + 1]])
+
+  def logits_fn(self, adapter_dim):
+    """The jitted inference logits of the sequence-wide model, one per
+    structure (``equivalence.logits_fn``)."""
+    if adapter_dim not in self._logits_fns:
+      self._logits_fns[adapter_dim] = equivalence.logits_fn(
+          self.model(self.num_outputs, adapter_dim).apply)
+    return self._logits_fns[adapter_dim]
 
   def test_images(self, num_classes, limit=4096):
     """Normalised test images of the first ``num_classes`` classes of the

@@ -2,6 +2,8 @@
 module and parameter names, its own input scaling, trained with plain optax
 and saved with plain orbax (tests/test_byo_*.py import it by path)."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -52,6 +54,13 @@ def digits_unit(classes, which="train"):
   position = {c: i for i, c in enumerate(classes)}
   return (images[keep] / 16.0, np.asarray([position[y] for y in labels[keep]],
                                           np.int32))
+
+
+@functools.lru_cache(maxsize=None)
+def trained_digitnet(classes=(0, 1, 2, 3, 4, 5)):
+  """DigitNet trained on ``classes``, once per test session."""
+  module = DigitNet()
+  return module, train_plain(module, list(classes))
 
 
 def train_plain(module, classes, steps=80, seed=0):

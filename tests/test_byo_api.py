@@ -32,7 +32,7 @@ def test_readme_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   # The snippet's teacher: C_A on digits 0-4, as the default run's step 0.
   base = small_config(**{"classes.groups": ((0, 1, 2, 3, 4),),
-                         "train.epochs": 5, "methods": "finetune"})
+                         "train.epochs": 2, "methods": "finetune"})
   train.run(base, "runs/default")
   snippet = _readme_snippet()
   assert 12 <= len(snippet.strip().splitlines()) <= 18
@@ -52,9 +52,8 @@ def test_readme_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
 
 
 def test_module_and_params_teacher_with_names(tmp_path):
-  module = byo_models.DigitNet()
   old = list(range(6))
-  params = byo_models.train_plain(module, old)
+  module, params = byo_models.trained_digitnet(tuple(old))
   from cil_jax.data import digits  # pylint: disable=g-import-not-at-top
   data = digits.load()
   (x, y), (tx, ty) = data["train"], data["test"]
@@ -65,7 +64,7 @@ def test_module_and_params_teacher_with_names(tmp_path):
       teacher_classes=old, teacher_train_kwarg="!deterministic",
       teacher_input={"pixels": "unit", "normalization": "none"},
       class_names={6: "six", 7: "seven", 8: "eight", 9: "nine"},
-      settings={"train.epochs": 3, "eps_kd.layers": "head"})
+      settings={"train.epochs": 1, "eps_kd.layers": "head"})
   meta = extended.metadata
   assert meta["model"]["module"] == "byo_models:DigitNet"
   assert meta["head_path"] == "cls_logits"
