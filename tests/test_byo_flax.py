@@ -202,15 +202,6 @@ def _as_classifier(plain_teacher, path, **meta):
   return path
 
 
-def test_cil_jax_metadata_of_a_flax_model(plain_teacher, tmp_path):
-  path = _as_classifier(plain_teacher, str(tmp_path / "c"))
-  config = _config(path, module="", classes=(), input_pixels="",
-                   input_normalization="")
-  results = train.run(config, str(tmp_path / "wd"))
-  assert results["methods"]["eps_kd"]["steps"][0]["acc_all"] == (
-      pytest.approx(plain_teacher[3], abs=1e-6))
-
-
 def test_wrong_input_spec_fails_against_recorded_accuracy(plain_teacher,
                                                           tmp_path):
   """The issue's silent 84.8% -> 60.9%: a model fed inputs it was not
