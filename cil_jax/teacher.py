@@ -30,6 +30,12 @@ def load(config, dataset):
   else:
     meta = checkpoint.read_metadata(path)
     meta_path = os.path.join(path, checkpoint.METADATA_FILE)
+    ignored = [f"config.teacher.{k}" for k in (
+        "classes", "class_names", "module_kwargs") if config.teacher[k]]
+    if ignored:
+      raise ValueError(
+          f"{', '.join(ignored)} describe a checkpoint without cil_jax "
+          f"metadata, but {path} has its own ({meta_path}); unset them.")
   meta = {**meta, "input": resolve_input(meta_path, meta, config.teacher,
                                          dataset)}
   unknown = [c for c in meta["class_order"] if c >= dataset.num_classes]

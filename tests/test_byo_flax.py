@@ -20,6 +20,8 @@ from cil_jax import checkpoint
 from cil_jax import config_files
 from cil_jax import equivalence
 from cil_jax import inspect
+from cil_jax import partition
+from cil_jax.models import foreign
 from cil_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -258,3 +260,38 @@ def test_inspect_tells_what_a_checkpoint_holds(plain_teacher, tmp_path,
   out = capsys.readouterr().out
   assert "format: plain parameters" in out and "[64, 32]" in out
   assert "extendable: no: it has no cil_jax metadata" in out
+
+
+def test_last_k_follows_the_modules_call_order():
+  """Parameter trees come back sorted by name; last_k needs the order the
+  module calls its layers (encoder/proj, mixer, cls_logits)."""
+  denses, order, width = foreign.trace(byo_models.DigitNet(), (8, 8, 1),
+                                       "!deterministic")
+  assert width == 6 and denses == {"encoder/proj": 32, "mixer": 32,
+                                   "cls_logits": 6}
+  model = foreign.FlaxClassifier(byo_models.DigitNet(), "cls_logits", 10,
+                                 "!deterministic")
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0),
+                          np.zeros((1, 8, 8, 1), np.float32))["params"]
+  assert params["cls_logits"]["kernel"].shape == (32, 10)
+  layers = foreign.layer_order(params, order)
+  assert layers == ("encoder/proj", "mixer", "cls_logits")
+  rules = partition.preset_rules("last_k", params, 2, layout=(
+      "cls_logits", layers))
+  labels = traverse_util.flatten_dict(partition.trainable_labels(
+      params, rules), sep="/")
+  assert [p for p, label in sorted(labels.items())
+          if label == partition.TRAINABLE] == [
+              "cls_logits/bias", "cls_logits/kernel", "mixer/bias",
+              "mixer/kernel"]
+  with pytest.raises(ValueError, match="Preset 'adapter' .* needs a cil_jax "
+                     "model"):
+    partition.preset_rules("adapter", params, layout=("cls_logits", layers))
+
+
+def test_metadata_and_config_classes_conflict(plain_teacher, tmp_path):
+  path = _as_classifier(plain_teacher, str(tmp_path / "c"))
+  config = _config(path, module="", input_pixels="", input_normalization="")
+  _refused(config, tmp_path, ValueError,
+           r"config.teacher.classes describe a checkpoint without cil_jax "
+           r"metadata, but .* has its own")
