@@ -94,16 +94,36 @@ def add_classes(teacher, train, test, workdir, method="eps_kd",
   raw pixel value (255 for 8-bit images, 16 for digits). ``dataset_name``
   defaults to the teacher's ``dataset``.
   """
-  os.makedirs(workdir, exist_ok=True)
-  if not isinstance(teacher, (str, os.PathLike)):
-    teacher = _save_given(teacher, workdir, teacher_classes, teacher_input,
+  for name, split in (("train", train), ("test", test)):
+    _check_split(name, split)
+  given = not isinstance(teacher, (str, os.PathLike))
+  if given and (teacher_classes is None or teacher_input is None):
+    raise ValueError("A teacher given as (module, params) needs "
+                     "teacher_classes (the dataset class id of each output) "
+                     "and teacher_input (its input spec, e.g. {'pixels': "
+                     "'unit', 'normalization': 'none'}; docs/checkpoint.md).")
+  old = ([int(c) for c in teacher_classes] if given
+         else checkpoint.read_metadata(teacher)["class_order"])
+  new = sorted({int(c) for c in np.unique(train[1])})
+  tested = {int(c) for c in np.unique(test[1])}
+  untested = sorted(set(new + old) - tested)
+  if untested:
+    raise ValueError(
+        f"test has no example of classes {untested}; it needs examples of "
+        f"every class, the teacher's ({old}) and the new ones ({new}), to "
+        f"check the teacher and report old/new accuracy.")
+  known = sorted(set(old) & set(new))
+  if known:
+    raise ValueError(f"train holds classes {known} that the teacher already "
+                     f"knows (its classes: {old}); give training data of new "
+                     f"classes only.")
+  if given:
+    teacher = _save_given(teacher, workdir, old, teacher_input,
                           train[0].shape[1:], teacher_train_kwarg,
                           teacher_head_path)
   teacher = os.fspath(teacher)
   meta = checkpoint.read_metadata(teacher)
-  new = sorted({int(c) for c in np.unique(train[1])})
-  num_classes = 1 + max(new + meta["class_order"] +
-                        [int(c) for c in np.unique(test[1])])
+  num_classes = 1 + max(new + old + sorted(tested))
   config = config_files.from_checkout("add_classes").get_config()
   config.methods = method
   config.teacher.checkpoint = teacher
@@ -156,19 +176,30 @@ def load(path):
   return model.apply, variables, meta
 
 
+def _check_split(name, split):
+  """``split`` must be ``(images [N, H, W, C], int labels [N])``."""
+  try:
+    images, labels = split
+    images, labels = np.asarray(images), np.asarray(labels)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a pair (images, labels) of numpy "
+                     f"arrays.") from None
+  if images.ndim != 4 or labels.shape != images.shape[:1]:
+    raise ValueError(
+        f"{name} has images of shape {images.shape} and labels of shape "
+        f"{labels.shape}; give images [N, height, width, channels] (add a "
+        f"channel axis with images[..., None]) and one label per image.")
+  if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+    raise ValueError(f"{name}'s labels must be dataset class ids, ints >= 0; "
+                     f"they are {labels.dtype} from {labels.min()}.")
+
+
 def _save_given(teacher, workdir, classes, spec, input_shape, train_kwarg,
                 head_path):
   """Writes ``(module, params)`` as a cil_jax classifier in ``workdir``
-  (once: a rerun finds it) and returns its path."""
-  path = os.path.join(os.path.abspath(workdir), GIVEN_TEACHER)
-  if os.path.exists(path):
-    return path
+  and returns its path; a rerun finds it, and refuses another teacher
+  there (the workdir belongs to its run)."""
   module, params = teacher
-  if classes is None or spec is None:
-    raise ValueError("A teacher given as (module, params) needs "
-                     "teacher_classes (the dataset class id of each output) "
-                     "and teacher_input (its input spec, e.g. {'pixels': "
-                     "'unit', 'normalization': 'none'}; docs/checkpoint.md).")
   kwargs = {f.name: getattr(module, f.name) for f in dataclasses.fields(module)
             if f.init and f.name not in ("parent", "name")}
   try:
@@ -177,17 +208,28 @@ def _save_given(teacher, workdir, classes, spec, input_shape, train_kwarg,
     raise ValueError(f"{type(module).__name__}'s attributes {kwargs} are not "
                      f"JSON ({e}); save the teacher with "
                      f"checkpoint.save_classifier and pass its path.") from None
-  variables = params if "params" in params else {"params": params}
+  variables = jax.device_get(params if "params" in params
+                             else {"params": params})
   denses, _, _ = foreign.trace(module, input_shape, train_kwarg)
-  head_path = foreign.find_head(denses, len(classes), head_path,
-                                "the teacher given to add_classes")
-  checkpoint.save_classifier(path, jax.device_get(variables), {
+  metadata = {
       "model": {"name": checkpoint.FLAX_MODEL, "kwargs": kwargs,
                 "module": f"{type(module).__module__}:"
                           f"{type(module).__qualname__}",
                 "train_kwarg": train_kwarg},
-      "adapter_dim": 0, "num_classes": len(classes),
-      "class_order": [int(c) for c in classes],
+      "adapter_dim": 0, "num_classes": len(classes), "class_order": classes,
       "input_shape": [int(d) for d in input_shape], "input": spec,
-      "head_path": head_path})
+      "head_path": foreign.find_head(denses, len(classes), head_path,
+                                     "the teacher given to add_classes")}
+  path = os.path.join(os.path.abspath(workdir), GIVEN_TEACHER)
+  if not os.path.exists(path):
+    checkpoint.save_classifier(path, variables, metadata)
+    return path
+  stored, stored_meta = checkpoint.load_classifier(path, variables)
+  same = all(stored_meta.get(k) == v for k, v in metadata.items()) and all(
+      np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stored),
+                                           jax.tree.leaves(variables)))
+  if not same:
+    raise ValueError(f"{path} holds another teacher than the one given: "
+                     f"{workdir} belongs to the run of that teacher. Use a "
+                     f"new workdir.")
   return path

@@ -92,10 +92,34 @@ def test_known_class_in_training_data_is_named(tmp_path):
   from cil_jax.data import digits  # pylint: disable=g-import-not-at-top
   (x, y), (tx, ty) = digits.load()["train"], digits.load()["test"]
   keep = y >= 5
-  with pytest.raises(ValueError, match=r"Classes \[5\] .* already classes "
-                     r"of the teacher"):
+  with pytest.raises(ValueError, match=r"train holds classes \[5\] that the "
+                     r"teacher already knows \(its classes: \[0, 1, 2, 3, 4, "
+                     r"5\]\)"):
     api.add_classes(
         teacher=(module, params), train=(x[keep], y[keep]), test=(tx, ty),
         workdir=str(tmp_path / "wd"), pixel_max=16,
         teacher_classes=list(range(6)), teacher_train_kwarg="!deterministic",
         teacher_input={"pixels": "unit", "normalization": "none"})
+  assert not os.path.exists(tmp_path / "wd")  # nothing written
+
+
+@pytest.mark.parametrize("split, words", [
+    ("no-channel", r"train has images of shape \(\d+, 8, 8\).*channel axis"),
+    ("no-old-test", r"test has no example of classes \[0, 1, 2, 3, 4, 5\]"),
+])
+def test_bad_arrays_are_named(tmp_path, split, words):
+  from cil_jax.data import digits  # pylint: disable=g-import-not-at-top
+  (x, y), (tx, ty) = digits.load()["train"], digits.load()["test"]
+  module = byo_models.DigitNet()
+  params = module.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 1)))
+  train_split = (x[y >= 6][..., 0] if split == "no-channel" else x[y >= 6],
+                 y[y >= 6])
+  test_split = (tx[ty >= 6], ty[ty >= 6]) if split == "no-old-test" else (
+      tx, ty)
+  with pytest.raises(ValueError, match=words):
+    api.add_classes(
+        teacher=(module, params), train=train_split, test=test_split,
+        workdir=str(tmp_path / "wd"), pixel_max=16,
+        teacher_classes=list(range(6)), teacher_train_kwarg="!deterministic",
+        teacher_input={"pixels": "unit", "normalization": "none"})
+  assert not os.path.exists(tmp_path / "wd")  # nothing written
