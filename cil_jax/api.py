@@ -73,8 +73,9 @@ class Classifier:
     checkpoint.save_classifier(path, self.variables, meta)
 
 
-def add_classes(teacher, train, test, workdir, method="eps_kd",
+def add_classes(teacher, train, test=None, workdir=None, method="eps_kd",
                 class_names=None, settings=None, pixel_max=255.0,
+                new_classes=None,
                 teacher_classes=None, teacher_input=None,
                 teacher_train_kwarg="", teacher_head_path="",
                 dataset_name=None):
@@ -86,14 +87,25 @@ def add_classes(teacher, train, test, workdir, method="eps_kd",
   of each output) and ``teacher_input`` (its input spec), optionally
   ``teacher_train_kwarg`` and ``teacher_head_path`` (``docs/checkpoint.md``,
   the contract). ``train`` and
-  ``test``: numpy ``(images, labels)``, raw images and dataset class ids;
-  ``train`` holds only new classes, ``test`` examples of every class (old
-  and new: the metrics need both). ``class_names``: ``{class id: name}``
+  ``test``: numpy ``(images, labels)`` or ``tf.data.Dataset``s of such
+  pairs (or of ``{"image", "label"}`` dicts), raw images and dataset class
+  ids; ``train`` holds only new classes, ``test`` examples of every class
+  (old and new: the metrics need both). Or ``train`` names a TFDS dataset
+  (``test`` left out: its test split), with ``new_classes`` the class ids
+  to add; their names come from the dataset unless ``class_names`` are
+  given. ``class_names``: ``{class id: name}``
   of the new classes. ``settings``: config overrides by dotted key, e.g.
   ``{"eps_kd.eps": 0.3, "train.epochs": 20}``. ``pixel_max``: the largest
   raw pixel value (255 for 8-bit images, 16 for digits). ``dataset_name``
   defaults to the teacher's ``dataset``.
   """
+  if workdir is None:
+    raise ValueError("add_classes needs a workdir: the run's directory "
+                     "(checkpoints, results; rerun to resume).")
+  if isinstance(train, str):
+    return _add_to_tfds(teacher, train, test, workdir, method, class_names,
+                        settings, new_classes)
+  train, test = _arrays("train", train), _arrays("test", test)
   for name, split in (("train", train), ("test", test)):
     _check_split(name, split)
   given = not isinstance(teacher, (str, os.PathLike))
@@ -117,6 +129,10 @@ def add_classes(teacher, train, test, workdir, method="eps_kd",
     raise ValueError(f"train holds classes {known} that the teacher already "
                      f"knows (its classes: {old}); give training data of new "
                      f"classes only.")
+  unknown = sorted(set(class_names or ()) - set(new))
+  if unknown:
+    raise ValueError(f"class_names names classes {unknown} that the "
+                     f"training data does not hold (its classes: {new}).")
   if given:
     teacher = _save_given(teacher, workdir, old, teacher_input,
                           train[0].shape[1:], teacher_train_kwarg,
@@ -124,30 +140,81 @@ def add_classes(teacher, train, test, workdir, method="eps_kd",
   teacher = os.fspath(teacher)
   meta = checkpoint.read_metadata(teacher)
   num_classes = 1 + max(new + old + sorted(tested))
+  config = _base_config(teacher, meta, method,
+                        dataset_name or meta.get("dataset") or "arrays")
+  config.classes.groups = (tuple(new),)
+  if class_names:
+    config.classes.names = ",".join(class_names.get(c, "") for c in new)
+  config = overrides.apply(config, settings or {})
+  source = data_source.Source.from_arrays(
+      config.dataset.name, train, test, num_classes, pixel_max)
+  return _run(config, workdir, source, method, pixel_max)
+
+
+def _add_to_tfds(teacher, name, test, workdir, method, class_names,
+                 settings, new_classes):
+  """``add_classes`` on a TFDS dataset: the CLI's run with
+  ``config.dataset.name``."""
+  if test is not None or not new_classes:
+    raise ValueError(f"train={name!r} names a TFDS dataset: leave test out "
+                     f"(its test split is used) and give new_classes, the "
+                     f"class ids to add.")
+  if not isinstance(teacher, (str, os.PathLike)):
+    raise ValueError("With a TFDS dataset, give the teacher as a classifier "
+                     "path (checkpoint.save_classifier writes one).")
+  meta = checkpoint.read_metadata(teacher)
+  config = _base_config(teacher, meta, method, name)
+  config.classes.groups = (tuple(int(c) for c in new_classes),)
+  config = overrides.apply(config, settings or {})
+  if class_names is None:  # the dataset's own names
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    names = tfds.builder(name, data_dir=config.dataset.data_dir or None
+                         ).info.features["label"].names
+    class_names = {c: names[c] for c in config.classes.groups[0]}
+  config.classes.names = ",".join(class_names.get(c, "")
+                                  for c in config.classes.groups[0])
+  source = data_source.Source(config.dataset)
+  return _run(config, workdir, source, method,
+              source.info.pixel_max)
+
+
+def _base_config(teacher, meta, method, dataset_name):
+  """``configs/add_classes.py`` for ``teacher`` (its model) and ``method``."""
   config = config_files.from_checkout("add_classes").get_config()
   config.methods = method
-  config.teacher.checkpoint = teacher
-  dataset_name = dataset_name or meta.get("dataset") or "arrays"
+  config.teacher.checkpoint = os.fspath(teacher)
   config.dataset.name = dataset_name
   if meta["model"]["name"] != checkpoint.FLAX_MODEL:  # the teacher's model
     for key, value in meta["model"].items():
       config.model[key] = tuple(value) if isinstance(value, list) else value
-  config.classes.groups = (tuple(new),)
-  if class_names:
-    unknown = sorted(set(class_names) - set(new))
-    if unknown:
-      raise ValueError(f"class_names names classes {unknown} that the "
-                       f"training data does not hold (its classes: {new}).")
-    config.classes.names = ",".join(class_names.get(c, "") for c in new)
-  config = overrides.apply(config, settings or {})
-  source = data_source.Source.from_arrays(
-      dataset_name, train, test, num_classes, pixel_max)
+  return config
+
+
+def _run(config, workdir, source, method, pixel_max):
   results = train_run(config, workdir, source)
   saved = step_outputs.classifier_dir(
       os.path.join(workdir, method, "step_1"))
   apply_fn, variables, metadata = load(saved)
   return Classifier(apply_fn, variables, metadata,
                     results["methods"][method], pixel_max)
+
+
+def _arrays(name, split):
+  """numpy ``(images, labels)`` of a pair of arrays or of a
+  ``tf.data.Dataset`` of ``(image, label)`` pairs or ``{"image", "label"}``
+  dicts, batched or not."""
+  if not hasattr(split, "as_numpy_iterator"):
+    return split
+  images, labels = [], []
+  for element in split.as_numpy_iterator():
+    image, label = ((element["image"], element["label"])
+                    if isinstance(element, dict) else element)
+    batched = np.ndim(label) == 1
+    images.extend(image if batched else [image])
+    labels.extend(label if batched else [label])
+  if not images:
+    raise ValueError(f"The tf.data.Dataset given as {name} is empty.")
+  return np.stack(images), np.asarray(labels)
 
 
 train_run = train.run  # the run both the CLI and this API go through

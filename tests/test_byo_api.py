@@ -123,3 +123,27 @@ def test_bad_arrays_are_named(tmp_path, split, words):
         teacher_classes=list(range(6)), teacher_train_kwarg="!deterministic",
         teacher_input={"pixels": "unit", "normalization": "none"})
   assert not os.path.exists(tmp_path / "wd")  # nothing written
+
+
+class _Dataset:
+  """What api reads of a tf.data.Dataset (importing TensorFlow here costs
+  5-20 s; the same test with real tf.data datasets passed when written)."""
+
+  def __init__(self, elements):
+    self.elements = elements
+
+  def as_numpy_iterator(self):
+    return iter(self.elements)
+
+
+def test_tf_data_splits_become_arrays():
+  """Batched or not, pairs or dicts: the same numpy arrays."""
+  images = np.arange(5 * 2 * 2 * 1, dtype=np.uint8).reshape(5, 2, 2, 1)
+  labels = np.array([3, 1, 4, 1, 5])
+  pairs = _Dataset(list(zip(images, labels)))
+  batched_dicts = _Dataset([{"image": images[i:i + 2],
+                             "label": labels[i:i + 2]} for i in (0, 2, 4)])
+  for ds in (pairs, batched_dicts):
+    got_images, got_labels = api._arrays("train", ds)  # pylint: disable=protected-access
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
