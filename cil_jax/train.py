@@ -105,7 +105,8 @@ def _run(configs, vmap, source=None):
         given[1]["input"], source.info.pixel_max, source.info.input_shape[-1]))
   ctx = StepContext(config, source, groups, devices, vmap,
                     *(given[1:] if given else (None, None)),
-                    class_names=_class_names(config, groups, given))
+                    class_names=_class_names(config, source.info, groups,
+                                             given))
   all_methods = [methods.get_method(name, configs[w])
                  for w in configs for name in method_names[w]]
   config_check.validate_steps(
@@ -191,11 +192,13 @@ def _class_sequence(config, dataset):
   return [meta["class_order"]] + new_groups, (variables, meta, model)
 
 
-def _class_names(config, groups, given):
-  """A name (or ``None``) per class of the run's order, from the teacher's
-  metadata and ``config.classes.names``; ``None`` when no name is known."""
+def _class_names(config, dataset, groups, given):
+  """A name (or ``None``) per class of the run's order: the dataset's
+  (TFDS label names), overridden by the teacher's metadata and by
+  ``config.classes.names``; ``None`` when no name is known."""
   written = [c for g in config.classes.groups for c in g]
-  names = dict.fromkeys(c for g in groups for c in g)
+  names = {c: dataset.class_names[c] if dataset.class_names else None
+           for g in groups for c in g}
   if given is not None and given[1].get("class_names"):
     names.update(zip(given[1]["class_order"], given[1]["class_names"]))
   if config.classes.names:

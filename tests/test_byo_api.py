@@ -12,6 +12,7 @@ from flax import traverse_util
 
 import byo_models
 from cil_jax import api
+from cil_jax import api_inputs
 from cil_jax import checkpoint
 from cil_jax import train
 from helpers import small_config
@@ -144,6 +145,6 @@ def test_tf_data_splits_become_arrays():
   batched_dicts = _Dataset([{"image": images[i:i + 2],
                              "label": labels[i:i + 2]} for i in (0, 2, 4)])
   for ds in (pairs, batched_dicts):
-    got_images, got_labels = api._arrays("train", ds)  # pylint: disable=protected-access
+    got_images, got_labels = api_inputs.arrays("train", ds)
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)

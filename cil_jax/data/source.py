@@ -37,6 +37,8 @@ class DatasetInfo:
   # The largest raw pixel value: 255 for TFDS images (uint8), 16 for digits
   # (``input_spec``: a classifier's "unit" pixels are raw / pixel_max).
   pixel_max: float = 255.0
+  # The dataset's name of each class id (TFDS label names), if known.
+  class_names: tuple = None
 
 
 class Source:
@@ -64,7 +66,9 @@ class Source:
                       for k, v in description["counts"].items()},
         augment=dataset_config.name in AUGMENTED,
         pixel_max=(digits.PIXEL_MAX if dataset_config.name == digits.NAME
-                   else 255.0))
+                   else 255.0),
+        class_names=(tuple(description["class_names"])
+                     if description.get("class_names") else None))
 
   def normalize_as(self, mean, std):
     """From now on, inputs are ``(raw - mean) / std`` (a given teacher's
