@@ -33,7 +33,7 @@ def test_readme_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   # The snippet's teacher: C_A on digits 0-4, as the default run's step 0.
   base = small_config(**{"classes.groups": ((0, 1, 2, 3, 4),),
-                         "train.epochs": 2, "methods": "finetune"})
+                         "train.epochs": 1, "methods": "finetune"})
   train.run(base, "runs/default")
   snippet = _readme_snippet()
   assert 12 <= len(snippet.strip().splitlines()) <= 18
@@ -107,7 +107,7 @@ def test_known_class_in_training_data_is_named(tmp_path):
 @pytest.mark.parametrize("split, words", [
     ("no-channel", r"train has images of shape \(\d+, 8, 8\).*channel axis"),
     ("no-old-test", r"test has no example of classes \[0, 1, 2, 3, 4, 5\]"),
-])
+], ids=["no-channel", "no-old-test"])
 def test_bad_arrays_are_named(tmp_path, split, words):
   from cil_jax.data import digits  # pylint: disable=g-import-not-at-top
   (x, y), (tx, ty) = digits.load()["train"], digits.load()["test"]

@@ -21,6 +21,8 @@ from cil_jax import config_files
 from cil_jax import equivalence
 from cil_jax import inspect
 from cil_jax import partition
+from cil_jax import teacher
+from cil_jax.data import source as data_source
 from cil_jax.models import foreign
 from cil_jax import train
 
@@ -44,7 +46,7 @@ def plain_teacher(tmp_path_factory):
           jax.device_get(params), byo_models.accuracy(module, params, OLD))
 
 
-def _config(checkpoint_path, **teacher):
+def _config(checkpoint_path, **teacher_flags):
   config = add_classes.get_config()
   config.teacher.checkpoint = checkpoint_path
   config.teacher.module = MODULE
@@ -52,7 +54,7 @@ def _config(checkpoint_path, **teacher):
   config.teacher.classes = tuple(OLD)
   config.teacher.input_pixels = "unit"
   config.teacher.input_normalization = "none"
-  for key, value in teacher.items():
+  for key, value in teacher_flags.items():
     config.teacher[key] = value
   config.classes.groups = ((6, 7, 8, 9),)
   config.methods = "eps_kd"
@@ -116,23 +118,16 @@ def test_cli_extends_a_plain_orbax_flax_model(plain_teacher, tmp_path):
   assert np.abs(got["cls_logits/kernel"][:, 6:]).min() > 0
 
 
-def test_msgpack_teacher_and_regex_on_own_names(plain_teacher, tmp_path):
-  _, msgpack_file, params, accuracy = plain_teacher
-  config = _config(msgpack_file)
-  config.eps_kd.layers = "regex"
-  config.eps_kd.trainable_regex = "(mixer|cls_logits)/.*"
-  results = train.run(config, str(tmp_path / "wd"))
-  steps = results["methods"]["eps_kd"]["steps"]
-  assert steps[0]["acc_all"] == pytest.approx(accuracy, abs=1e-6)
-  variables = checkpoint.load_classifier(
-      str(tmp_path / "wd" / "eps_kd" / "step_1" / "classifier"),
-      {"params": {**params, "cls_logits": {
-          "kernel": np.zeros((32, 10)), "bias": np.zeros(10)}}})[0]
-  got = variables["params"]
-  # The regex on the module's names: encoder frozen, mixer trained.
-  np.testing.assert_array_equal(got["encoder"]["proj"]["kernel"],
-                                params["encoder"]["proj"]["kernel"])
-  assert not np.array_equal(got["mixer"]["kernel"], params["mixer"]["kernel"])
+def test_msgpack_teacher_loads_through_the_door(plain_teacher):
+  """A flax.serialization file gives the same teacher as plain orbax."""
+  _, msgpack_file, params, _ = plain_teacher
+  dataset = data_source.Source(_config(msgpack_file).dataset).info
+  variables, meta, model = teacher.load(_config(msgpack_file), dataset)
+  for path, value in traverse_util.flatten_dict(params, sep="/").items():
+    np.testing.assert_array_equal(
+        traverse_util.flatten_dict(variables["params"], sep="/")[path], value)
+  assert meta["head_path"] == "cls_logits" and meta["class_order"] == OLD
+  assert model.layers == ("encoder/proj", "mixer", "cls_logits")
 
 
 def _refused(config, tmp_path, error, words):
@@ -141,7 +136,7 @@ def _refused(config, tmp_path, error, words):
   assert not os.path.exists(tmp_path / "wd")
 
 
-@pytest.mark.parametrize("teacher, error, words", [
+@pytest.mark.parametrize("flags, error, words", [
     ({"input_pixels": "", "input_normalization": ""},
      checkpoint.MetadataError,
      r"config.teacher does not say what input.*never guesses.*"
@@ -169,8 +164,8 @@ def _refused(config, tmp_path, error, words):
         "head-path-not-final", "wrong-class-count", "no-classes",
         "ambiguous-head", "not-importable", "bad-kwargs", "names-count"])
 def test_bad_teacher_is_refused_before_the_workdir(plain_teacher, tmp_path,
-                                                   teacher, error, words):
-  _refused(_config(plain_teacher[0], **teacher), tmp_path, error, words)
+                                                   flags, error, words):
+  _refused(_config(plain_teacher[0], **flags), tmp_path, error, words)
 
 
 def test_known_class_is_named(plain_teacher, tmp_path):
@@ -262,9 +257,9 @@ def test_inspect_tells_what_a_checkpoint_holds(plain_teacher, tmp_path,
   assert "extendable: no: it has no cil_jax metadata" in out
 
 
-def test_last_k_follows_the_modules_call_order():
-  """Parameter trees come back sorted by name; last_k needs the order the
-  module calls its layers (encoder/proj, mixer, cls_logits)."""
+def test_presets_on_the_modules_own_names():
+  """last_k in the order the module calls its layers (parameter trees come
+  back sorted by name), regex over its own paths, adapter refused."""
   denses, order, width = foreign.trace(byo_models.DigitNet(), (8, 8, 1),
                                        "!deterministic")
   assert width == 6 and denses == {"encoder/proj": 32, "mixer": 32,
@@ -284,6 +279,12 @@ def test_last_k_follows_the_modules_call_order():
           if label == partition.TRAINABLE] == [
               "cls_logits/bias", "cls_logits/kernel", "mixer/bias",
               "mixer/kernel"]
+  rules = partition.preset_rules("regex", params, trainable_regex=(
+      "(mixer|cls_logits)/.*"), layout=("cls_logits", layers))
+  labels = traverse_util.flatten_dict(partition.trainable_labels(
+      params, rules), sep="/")
+  assert labels["encoder/proj/kernel"] == partition.FROZEN
+  assert labels["mixer/kernel"] == partition.TRAINABLE
   with pytest.raises(ValueError, match="Preset 'adapter' .* needs a cil_jax "
                      "model"):
     partition.preset_rules("adapter", params, layout=("cls_logits", layers))
