@@ -296,3 +296,10 @@ def test_metadata_and_config_classes_conflict(plain_teacher, tmp_path):
   _refused(config, tmp_path, ValueError,
            r"config.teacher.classes describe a checkpoint without cil_jax "
            r"metadata, but .* has its own")
+
+
+def test_teacher_keys_without_a_checkpoint_are_refused(tmp_path):
+  config = _config("")
+  _refused(config, tmp_path, ValueError,
+           r"config.teacher.module is set but config.teacher.checkpoint is "
+           r"not")
