@@ -66,11 +66,12 @@ def _model(value):
 
 
 FLAX_MODEL = "flax"  # model.name of a Flax module given by import path
+KERAS_MODEL = "keras"  # model.name of a Keras model (model.keras beside)
 # key: (what it should hold, check of a parsed JSON value)
 METADATA_KEYS = {
     "model": ("the model config dict, with its 'name' (config.model), or "
               "{'name': 'flax', 'module': 'pkg.mod:Net', 'kwargs': {...}, "
-              "'train_kwarg': 'train'}", _model),
+              "'train_kwarg': 'train'}, or {'name': 'keras'}", _model),
     "adapter_dim": ("the width of the adapter layers, an int >= 0 (0: none)",
                     lambda v: _int(v, 0)),
     "num_classes": ("the number of outputs, an int >= 1",

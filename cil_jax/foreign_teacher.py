@@ -11,9 +11,10 @@ from cil_jax import plain_checkpoint
 from cil_jax.models import foreign
 
 
-def config_metadata(config, dataset):
-  """The metadata of a plain checkpoint of ``config.teacher.module``, from
-  the config (``head_path`` may still be empty: detected later)."""
+def config_metadata(config, dataset, keras_file=False):
+  """The metadata of a plain checkpoint of ``config.teacher.module`` (or of
+  a ``.keras`` file), from the config (``head_path`` may still be empty:
+  detected later)."""
   c = config.teacher
   if not c.classes:
     raise ValueError(
@@ -23,10 +24,16 @@ def config_metadata(config, dataset):
         f"--config.teacher.classes='(0,1,2,3,4,5,6,7)'.")
   names = ([n.strip() for n in c.class_names.split(",")]
            if c.class_names else None)
-  _, kwargs = foreign.import_module(c.module, c.module_kwargs)
-  meta = {"format": checkpoint.FORMAT,
-          "model": {"name": checkpoint.FLAX_MODEL, "module": c.module,
-                    "kwargs": kwargs, "train_kwarg": c.train_kwarg},
+  if keras_file:
+    if c.module:
+      raise ValueError(f"config.teacher.checkpoint={c.checkpoint!r} is a "
+                       f"Keras model; unset config.teacher.module.")
+    model = {"name": checkpoint.KERAS_MODEL}
+  else:
+    _, kwargs = foreign.import_module(c.module, c.module_kwargs)
+    model = {"name": checkpoint.FLAX_MODEL, "module": c.module,
+             "kwargs": kwargs, "train_kwarg": c.train_kwarg}
+  meta = {"format": checkpoint.FORMAT, "model": model,
           "adapter_dim": 0, "num_classes": len(c.classes),
           "class_order": [int(v) for v in c.classes], "class_names": names,
           "input_shape": list(dataset.input_shape),

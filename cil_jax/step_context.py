@@ -29,7 +29,6 @@ from cil_jax.data import pipeline
 from cil_jax.data import train_data
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
-from cil_jax.models import foreign
 from cil_jax.models.expand import HEAD
 
 
@@ -58,10 +57,11 @@ class StepContext:
     # every classifier the run saves.
     self.teacher = teacher
     self.class_names = class_names  # a name or None per class of the order
-    # A foreign teacher's module (``models.foreign.FlaxClassifier``): every
-    # model of the run is that module with its head widened.
-    self.foreign = (teacher_model if isinstance(
-        teacher_model, foreign.FlaxClassifier) else None)
+    # A foreign teacher's model (``models.foreign.FlaxClassifier``,
+    # ``models.keras_model.KerasClassifier``): every model of the run is
+    # that model with its head widened.
+    self.foreign = (teacher_model if hasattr(teacher_model, "widened")
+                    else None)
     self.head_path = self.foreign.head_path if self.foreign else HEAD
     self.order = [c for group in groups for c in group]
     self.mapping = classes.label_map(self.order, self.dataset.num_classes)

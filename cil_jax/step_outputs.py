@@ -19,6 +19,7 @@ from typing import Any
 from cil_jax import checkpoint
 from cil_jax import jsonio
 from cil_jax import timer
+from cil_jax.models import keras_model
 from cil_jax.models.expand import resize_head
 
 RESULT_FILE = "result.json"
@@ -79,10 +80,12 @@ def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
       "class_names": (ctx.class_names[:num_classes] if ctx.class_names
                       else None),
       "dataset": ctx.dataset.name}
+  variables = resize_head(variables, num_classes, ctx.head_path)
   with timer.section("classifier_saves"):
-    checkpoint.save_classifier(classifier_dir(step_dir),
-                               resize_head(variables, num_classes,
-                                           ctx.head_path), metadata)
+    checkpoint.save_classifier(classifier_dir(step_dir), variables, metadata)
+    if hasattr(ctx.foreign, "save_keras"):  # a Keras model: also as .keras
+      ctx.foreign.widened(num_classes).save_keras(variables, os.path.join(
+          classifier_dir(step_dir), keras_model.KERAS_FILE))
 
 
 def load_classifier(ctx, step_dir, num_classes, adapter_dim):

@@ -11,6 +11,7 @@ import os
 from cil_jax import checkpoint
 from cil_jax import foreign_teacher
 from cil_jax import input_spec
+from cil_jax import keras_teacher
 from cil_jax import plain_checkpoint
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
@@ -21,9 +22,10 @@ def load(config, dataset):
   (the input spec resolved), ``model`` the module as given. Raises one
   error listing every way it does not fit ``config`` and ``dataset``."""
   path = config.teacher.checkpoint
-  if config.teacher.module and not (
+  keras_file = path.endswith(".keras")
+  if (config.teacher.module or keras_file) and not (
       os.path.isdir(path) and plain_checkpoint.is_cil_jax_classifier(path)):
-    meta = foreign_teacher.config_metadata(config, dataset)
+    meta = foreign_teacher.config_metadata(config, dataset, keras_file)
     meta_path = "config.teacher"
   else:
     meta = checkpoint.read_metadata(path)
@@ -43,6 +45,8 @@ def load(config, dataset):
                      f"has {dataset.num_classes}; give dataset class ids.")
   if meta["model"]["name"] == checkpoint.FLAX_MODEL:
     return foreign_teacher.load(config, dataset, meta, meta_path)
+  if meta["model"]["name"] == checkpoint.KERAS_MODEL:
+    return keras_teacher.load(config, dataset, meta, meta_path)
   problems = _mismatches(config, dataset, meta)
   if problems:
     raise ValueError(f"Teacher checkpoint {path!r} does not match the config: "
