@@ -38,6 +38,7 @@ from cil_jax.train import run as train_run
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
 from cil_jax.models import foreign
+from cil_jax.models import keras_model
 
 @dataclasses.dataclass(frozen=True)
 class Classifier:
@@ -202,7 +203,12 @@ def load(path):
   """``(apply, variables, metadata)`` of the classifier at ``path``."""
   meta = checkpoint.read_metadata(path)
   model_meta = meta["model"]
-  if model_meta["name"] == checkpoint.FLAX_MODEL:
+  if model_meta["name"] == checkpoint.KERAS_MODEL:
+    model = keras_model.KerasClassifier(keras_model.load_model(
+        os.path.join(path, keras_model.KERAS_FILE)), meta["head_path"],
+                                        meta["num_classes"])
+    expected = jax.eval_shape(model.init, None, None)
+  elif model_meta["name"] == checkpoint.FLAX_MODEL:
     module, _ = foreign.import_module(model_meta["module"],
                                       model_meta.get("kwargs", {}),
                                       f"the module of {path}")

@@ -22,6 +22,7 @@ from cil_jax import checkpoint
 from cil_jax import input_spec
 from cil_jax import jsonio
 from cil_jax import plain_checkpoint
+from cil_jax.models import keras_model
 
 
 def describe(path):
@@ -36,7 +37,9 @@ def describe(path):
   model = meta["model"]
   lines = [f"checkpoint: {path}",
            f"format: {meta.get('source_format', meta['format'])}"]
-  if model["name"] == checkpoint.FLAX_MODEL:
+  if model["name"] == checkpoint.KERAS_MODEL:
+    lines.append("model: Keras 3 (model.keras beside the variables)")
+  elif model["name"] == checkpoint.FLAX_MODEL:
     lines.append(f"model: Flax module {model['module']} with keyword "
                  f"arguments {model.get('kwargs') or {}}; train keyword "
                  f"{model.get('train_kwarg') or '(none)'!r}")
@@ -67,12 +70,21 @@ def describe(path):
 
 
 def _describe_plain(path):
-  lines = [f"checkpoint: {path}", "format: plain parameters (no cil_jax "
-           "metadata)", "parameters:"]
-  lines.extend(_tree_lines(plain_checkpoint.load(path)))
+  if path.endswith(".keras"):
+    model = keras_model.load_model(path)
+    lines = [f"checkpoint: {path}", f"format: Keras 3 model {model.name!r}, "
+             f"input {list(model.input_shape[1:])}, "
+             f"{model.output_shape[-1]} outputs", "parameters:"]
+    lines.extend(_tree_lines({v.path: tuple(v.shape)
+                              for v in model.variables}))
+  else:
+    lines = [f"checkpoint: {path}", "format: plain parameters (no cil_jax "
+             "metadata)", "parameters:"]
+    lines.extend(_tree_lines(plain_checkpoint.load(path)))
   return lines, [
-      "it has no cil_jax metadata: give the module and its classes with "
-      "--config.teacher.module, --config.teacher.classes and the input spec "
+      "it has no cil_jax metadata: give its classes with "
+      "--config.teacher.classes (and a Flax module with "
+      "--config.teacher.module) and the input spec "
       "with --config.teacher.input_pixels / input_normalization "
       "(docs/checkpoint.md)"]
 

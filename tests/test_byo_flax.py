@@ -255,6 +255,7 @@ def test_inspect_tells_what_a_checkpoint_holds(plain_teacher, tmp_path,
   out = capsys.readouterr().out
   assert "format: plain parameters" in out and "[64, 32]" in out
   assert "extendable: no: it has no cil_jax metadata" in out
+  assert "--config.teacher.classes" in out
 
 
 def test_presets_on_the_modules_own_names():

@@ -12,8 +12,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 keras = pytest.importorskip("keras")
 
 import byo_models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from cil_jax import api  # pylint: disable=wrong-import-position
 from cil_jax import checkpoint  # pylint: disable=wrong-import-position
 from cil_jax import config_files  # pylint: disable=wrong-import-position
+from cil_jax import inspect  # pylint: disable=wrong-import-position
 from cil_jax import train  # pylint: disable=wrong-import-position
 
 OLD = list(range(6))
@@ -66,3 +68,12 @@ def test_keras_model_extended_and_written_back(tmp_path):
   # Only the head learnt; its old columns moved, the hidden layer did not.
   np.testing.assert_array_equal(extended.get_layer("hidden").kernel.numpy(),
                                 model.get_layer("hidden").kernel.numpy())
+  # api.load gives the same classifier from its orbax variables.
+  apply_fn, variables, _ = api.load(str(saved))
+  np.testing.assert_allclose(apply_fn(variables, all_images), logits,
+                             rtol=1e-5, atol=1e-5)
+  # inspect reads the .keras file itself.
+  lines, problems = inspect.describe(str(tmp_path / "net.keras"))
+  assert "input [8, 8, 1], 6 outputs" in lines[1]
+  assert any("scores/kernel" in line and "[32, 6]" in line for line in lines)
+  assert problems and "--config.teacher.classes" in problems[0]
