@@ -21,6 +21,7 @@ import time
 from typing import Optional
 
 from cil_jax import consolidation
+from cil_jax import equivalence
 from cil_jax import fit
 from cil_jax import methods
 from cil_jax import rebalance
@@ -68,6 +69,8 @@ def train_jobs(ctx, t, jobs):
   with timer.section("setup"):
     models = step_build.build_models(ctx, method, previous)
     members = step_build.make_members(ctx, t, jobs, models)
+    if previous is not None:
+      _check_start(ctx, t, jobs, members, models.adapter_dim)
   # Killed after saving the model, before writing its result: the saved
   # classifier is complete (written atomically), so only evaluate it.
   to_fit = [i for i, job in enumerate(jobs)
@@ -126,15 +129,45 @@ def _head_checkpoints(member):
   return member.checkpoint_dir + "_head_finetune"
 
 
-def given_base(ctx, variables, adapter_dim):
-  """A loaded C_A (its own head width) as step 0, evaluated on its own
-  classes."""
-  variables = resize_head(variables, ctx.num_outputs)
+def given_base(ctx, variables, adapter_dim, given_model):
+  """A loaded C_A (its own head width, run by ``given_model``, the module
+  as given) as step 0, evaluated on its own classes. Its sequence-wide
+  copy must reproduce its logits, and it must score about the accuracy its
+  metadata records (``equivalence``)."""
+  wide = resize_head(variables, ctx.num_outputs, ctx.head_path)
+  num_given = len(ctx.groups[0])
+  images = ctx.test_images(num_given)
+  batch = ctx.config.train.eval_batch_size
+  equivalence.check_old_logits(
+      equivalence.old_logits(ctx.logits_fn(adapter_dim), wide, images,
+                             num_given, batch),
+      equivalence.old_logits(equivalence.logits_fn(given_model.apply),
+                             variables, images, num_given, batch),
+      "the given teacher, widened to the run's head")
   record = {"step": 0, "method": "given", "classes": ctx.groups[0],
             "num_old": 0, "num_new": len(ctx.groups[0]), "eps": 0.0,
             "adapter_dim": adapter_dim,
-            **ctx.evaluate(variables, 0, adapter_dim)}
-  return StepResult(record, variables)
+            **ctx.evaluate(wide, 0, adapter_dim)}
+  equivalence.check_recorded_accuracy(
+      record["acc_all"], ctx.teacher.get("accuracy"),
+      f"the metadata of {ctx.config.teacher.checkpoint}")
+  return StepResult(record, wide)
+
+
+def _check_start(ctx, t, jobs, members, adapter_dim):
+  """Each member's student, before training, gives its previous model's
+  logits for the old classes (``equivalence``)."""
+  num_old = ctx.num_old(t)
+  images = ctx.test_images(num_old)
+  batch = ctx.config.train.eval_batch_size
+  student = ctx.logits_fn(adapter_dim)
+  for job, member in zip(jobs, members):
+    previous = ctx.logits_fn(job.previous.adapter_dim)
+    equivalence.check_old_logits(
+        equivalence.old_logits(student, member.variables, images, num_old,
+                               batch),
+        equivalence.old_logits(previous, job.previous.variables, images,
+                               num_old, batch), member.name)
 
 
 def _save_and_evaluate(ctx, t, job, member, variables, models, training):
@@ -162,8 +195,8 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
           time.perf_counter() - start, 2))
     if job.method.weight_aligning and job.previous is not None:
       # Before saving, so a resumed run loads the aligned classifier.
-      variables, gamma = rebalance.align_variables(variables, ctx.num_old(t),
-                                                   num_seen)
+      variables, gamma = rebalance.align_variables(
+          variables, ctx.num_old(t), num_seen, ctx.head_path)
       print(f"{member.name}: weight aligning scaled the new columns by "
             f"{gamma:.4f}", flush=True)
     step_outputs.save_classifier(ctx, job.step_dir, variables, num_seen,

@@ -17,6 +17,12 @@ from cil_jax.data import train_data
 from cil_jax.models import MODEL_NAMES
 
 
+# Keys describing a given teacher; meaningless without its checkpoint.
+_TEACHER_KEYS = ("module", "module_kwargs", "head_path", "classes",
+                 "class_names", "input_pixels", "input_normalization",
+                 "input_mean", "input_std")
+
+
 def validate(config, num_devices):
   """Raises ``ValueError`` on the first bad value."""
   def need(ok, message):
@@ -29,6 +35,11 @@ def validate(config, num_devices):
   need(config.dataset.shuffle_buffer >= 1,
        f"config.dataset.shuffle_buffer={config.dataset.shuffle_buffer} must "
        f"be >= 1.")
+  set_without = [k for k in _TEACHER_KEYS if config.teacher[k]]
+  need(config.teacher.checkpoint or not set_without,
+       f"config.teacher.{set_without[0] if set_without else ''} is set but "
+       f"config.teacher.checkpoint is not; give the teacher's checkpoint or "
+       f"unset it.")
   need(config.model.name in MODEL_NAMES,
        f"config.model.name={config.model.name!r}; use one of {MODEL_NAMES}.")
   need(0.0 <= config.model.dropout < 1.0,
@@ -106,7 +117,7 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
   for method in all_methods:
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
-        method, ctx.abstract(ctx.num_outputs, dim)["params"])
+        method, ctx.abstract(ctx.num_outputs, dim)["params"], ctx.layout)
 
 
 def _check_regularizers(config, need):

@@ -31,19 +31,27 @@ def layer_names(params):
   return names + ["head"]
 
 
-def preset_rules(preset, params, last_k=1, trainable_regex=""):
-  """Rules for a named preset; the last rule freezes everything else."""
+def preset_rules(preset, params, last_k=1, trainable_regex="", layout=None):
+  """Rules for a named preset; the last rule freezes everything else.
+
+  ``layout`` is ``(head_path, layers in forward order)`` of a foreign
+  module (``models.foreign``); ``None``: cil_jax's own models."""
+  head = re.escape(layout[0]) if layout else "head"
   if preset == "all":
     pattern = ".*"
   elif preset in ("head", "new_rows"):
-    pattern = "head/.*"
+    pattern = f"{head}/.*"
   elif preset == "adapter":
+    if layout is not None:
+      raise ValueError("Preset 'adapter' inserts cil_jax's adapter, which "
+                       "needs a cil_jax model; with config.teacher.module "
+                       "use 'head', 'new_rows', 'last_k', 'all' or 'regex'.")
     if "adapter" not in params:
       raise ValueError("Preset 'adapter' needs a model with an adapter; set "
                        "the method's adapter_dim > 0.")
     pattern = "(adapter|head)/.*"
   elif preset == "last_k":
-    layers = layer_names(params)
+    layers = list(layout[1]) if layout else layer_names(params)
     if not 1 <= last_k <= len(layers):
       raise ValueError(f"last_k={last_k} is out of range: this model has "
                        f"{len(layers)} layers ({', '.join(layers)}); choose "
@@ -108,17 +116,18 @@ def masked_optimizer(tx, labels):
       {TRAINABLE: tx, FROZEN: optax.set_to_zero()}, labels)
 
 
-def keep_head_columns(updates, first, end):
+def keep_head_columns(updates, first, end, head_path="head"):
   """``updates`` with the head's columns outside ``[first, end)`` zeroed.
 
   The head is allocated for the whole class sequence: columns from ``end``
   (classes not seen yet) never move, and preset ``new_rows`` passes
   ``first = num_old`` so the old classes' columns do not either. Acting on
   the final updates, momentum or weight decay cannot leak into them.
-  ``first`` and ``end`` may be traced.
+  ``first`` and ``end`` may be traced. ``head_path`` is the head's slash
+  path inside params (a foreign module's, e.g. ``classifier/logits``).
   """
   def mask(path, update):
-    if _key(path[0]) != "head":
+    if "/".join(_key(k) for k in path[:-1]) != head_path:
       return update
     column = jnp.arange(update.shape[-1])
     keep = (column >= first) & (column < end)

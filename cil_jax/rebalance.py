@@ -8,6 +8,7 @@ the old columns' mean norm.
 """
 
 import numpy as np
+from flax import traverse_util
 
 
 def align_weights(head, num_old, num_seen):
@@ -37,8 +38,17 @@ def align_weights(head, num_old, num_seen):
   return {**head, "kernel": kernel, "bias": bias}, float(gamma)
 
 
-def align_variables(variables, num_old, num_seen):
-  """``(variables with the head's new columns weight-aligned, gamma)``."""
-  params = variables["params"]
-  head, gamma = align_weights(params["head"], num_old, num_seen)
-  return {**variables, "params": {**params, "head": head}}, gamma
+def align_variables(variables, num_old, num_seen, head_path="head"):
+  """``(variables with the head's new columns weight-aligned, gamma)``;
+  ``head_path`` is the head's slash path inside params."""
+  flat = traverse_util.flatten_dict(variables["params"], sep="/")
+  if f"{head_path}/bias" not in flat:
+    raise ValueError(f"Weight aligning scales the head's kernel and bias, but "
+                     f"the head at {head_path!r} has no bias; set "
+                     f"config.eps_kd.weight_aligning=False.")
+  head = {"kernel": flat[f"{head_path}/kernel"],
+          "bias": flat[f"{head_path}/bias"]}
+  head, gamma = align_weights(head, num_old, num_seen)
+  flat.update({f"{head_path}/{k}": v for k, v in head.items()})
+  return {**variables, "params": traverse_util.unflatten_dict(
+      flat, sep="/")}, gamma

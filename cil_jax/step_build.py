@@ -46,11 +46,12 @@ def adapter_dim(method, previous):
   return method.adapter_dim or (previous.adapter_dim if previous else 0)
 
 
-def preset_labels(method, params):
+def preset_labels(method, params, layout=None):
   """``(rules, labels)`` of ``method``'s layer preset on ``params`` (arrays
-  or shapes); raises when the preset does not fit the model."""
+  or shapes); raises when the preset does not fit the model. ``layout``:
+  a foreign module's (``StepContext.layout``)."""
   rules = partition.preset_rules(method.layers, params, method.last_k,
-                                 method.trainable_regex)
+                                 method.trainable_regex, layout)
   return rules, partition.trainable_labels(params, rules)
 
 
@@ -99,7 +100,7 @@ def build_models(ctx, method, previous):
 def _build(ctx, method, previous):
   dim = adapter_dim(method, previous)
   params = ctx.abstract(ctx.num_outputs, dim)["params"]
-  rules, labels = preset_labels(method, params)
+  rules, labels = preset_labels(method, params, ctx.layout)
   # Frozen backbone layers train as they test (BatchNorm running averages,
   # no dropout), so the features the head learns on are the test ones.
   frozen = (tuple(params.get("backbone", {})) if method.freeze_batch_stats
@@ -116,7 +117,7 @@ def _build(ctx, method, previous):
       learning_rate_fn=functools.partial(optim.learning_rate,
                                          ctx.config.optim),
       new_rows=method.layers == "new_rows",
-      local_ce=local_ce(method, previous),
+      local_ce=local_ce(method, previous), head_path=ctx.head_path,
       balanced_replay=method.balanced_replay,
       penalty=uses_penalty(method, previous),
       path_integral=tracks_path_integral(method))
@@ -138,7 +139,7 @@ def make_members(ctx, t, jobs, models):
     variables, eps, teacher_variables = init_variables, 0.0, None
     if job.previous is not None:
       variables = expand_variables(job.previous.variables, init_variables,
-                                   ctx.num_old(t))
+                                   ctx.num_old(t), ctx.head_path)
       if job.method.distills:
         eps = job.method.eps_for(ctx.num_old(t), len(ctx.groups[t]))
         teacher_variables = job.previous.variables

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cil_jax import equivalence
 from cil_jax import evaluate
 from cil_jax import parallel
 from cil_jax import timer
@@ -28,6 +29,7 @@ from cil_jax.data import pipeline
 from cil_jax.data import train_data
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
+from cil_jax.models.expand import HEAD
 
 
 _DROPOUT = 1  # the purpose of a key, mixed into its seed
@@ -48,10 +50,21 @@ class StepKeys:
 class StepContext:
   """Data, class sequence and devices shared by every step of a run."""
 
-  def __init__(self, config, source, groups, devices, vmap):
+  def __init__(self, config, source, groups, devices, vmap, teacher=None,
+               teacher_model=None, class_names=None):
     self.config, self.source, self.groups = config, source, groups
     self.devices, self.vmap = devices, vmap
     self.dataset = source.info
+    # A given C_A's metadata: its input spec and class names carry over to
+    # every classifier the run saves.
+    self.teacher = teacher
+    self.class_names = class_names  # a name or None per class of the order
+    # A foreign teacher's model (``models.foreign.FlaxClassifier``,
+    # ``models.keras_model.KerasClassifier``): every model of the run is
+    # that model with its head widened.
+    self.foreign = (teacher_model if hasattr(teacher_model, "widened")
+                    else None)
+    self.head_path = self.foreign.head_path if self.foreign else HEAD
     self.order = [c for group in groups for c in group]
     self.mapping = classes.label_map(self.order, self.dataset.num_classes)
     self.num_outputs = len(self.order)
@@ -69,9 +82,18 @@ class StepContext:
     self._device_split = None  # the training split on the devices, once
     self._test_data = {}
     self._eval_steps = {}
+    self._logits_fns = {}
     self._inits = {}
     self.train_steps = {}  # method structure -> (per-device step, tx)
     self.replays = {}  # (step, previous model, settings) -> synthetic set
+
+  @property
+  def input_spec(self):
+    """The input every model of the run takes (``cil_jax.input_spec``)."""
+    if self.teacher is not None:
+      return self.teacher["input"]
+    return {"pixels": "stored", "normalization": "mean_std",
+            "mean": list(self.dataset.mean), "std": list(self.dataset.std)}
 
   def num_seen(self, t):
     return sum(len(g) for g in self.groups[:t + 1])
@@ -85,7 +107,15 @@ class StepContext:
     groups = self.groups[:t + 1] if scratch else [self.groups[t]]
     return [c for g in groups for c in g]
 
+  @property
+  def layout(self):
+    """``(head_path, layers in forward order)`` of a foreign module, for
+    the layer presets; ``None`` for cil_jax's own models."""
+    return (self.head_path, self.foreign.layers) if self.foreign else None
+
   def model(self, num_classes, adapter_dim, frozen_layers=()):
+    if self.foreign is not None:
+      return self.foreign.widened(num_classes)
     return build_model(self.config.model, num_classes, adapter_dim,
                        frozen_layers)
 
@@ -155,6 +185,26 @@ class StepContext:
     return {**evaluate.step_metrics(np.diag(matrix), matrix.sum(axis=1),
                                     [len(g) for g in self.groups[:t + 1]]),
             "confusion": matrix[:num_seen, :num_seen].tolist()}
+
+  def logits_fn(self, adapter_dim):
+    """The jitted inference logits of the sequence-wide model, one per
+    structure (``equivalence.logits_fn``)."""
+    if adapter_dim not in self._logits_fns:
+      self._logits_fns[adapter_dim] = equivalence.logits_fn(
+          self.model(self.num_outputs, adapter_dim).apply)
+    return self._logits_fns[adapter_dim]
+
+  def test_images(self, num_classes, limit=4096):
+    """Normalised test images of the first ``num_classes`` classes of the
+    order (at most ``limit``), for checks at step start."""
+    test_classes = tuple(self.order[:num_classes])
+    if test_classes not in self._test_data:
+      self._test_data[test_classes] = pipeline.filtered(
+          self.source, "test", test_classes, self.mapping)
+    data = self._test_data[test_classes]
+    if isinstance(data, pipeline.Examples):
+      return data.image[:limit]
+    return np.stack([np.asarray(e["image"]) for e in data.take(limit)])
 
   def train_examples(self, class_ids):
     """This process's training examples of ``class_ids`` (from the cached

@@ -24,6 +24,7 @@ from typing import Any
 from cil_jax import checkpoint
 from cil_jax import jsonio
 from cil_jax import timer
+from cil_jax.models import keras_model
 from cil_jax.models.expand import resize_head
 
 RESULT_FILE = "result.json"
@@ -78,21 +79,27 @@ def save_classifier(ctx, step_dir, variables, num_classes, adapter_dim):
   ``num_classes`` seen classes, with the metadata that makes it a
   teacher."""
   metadata = {
-      "model": ctx.config.model.to_dict(), "adapter_dim": adapter_dim,
+      "model": (ctx.teacher["model"] if ctx.foreign
+                else ctx.config.model.to_dict()), "adapter_dim": adapter_dim,
       "num_classes": num_classes, "class_order": ctx.order[:num_classes],
       "input_shape": list(ctx.dataset.input_shape),
-      "input_mean": list(ctx.dataset.mean),
-      "input_std": list(ctx.dataset.std), "dataset": ctx.dataset.name}
+      "input": ctx.input_spec, "head_path": ctx.head_path,
+      "class_names": (ctx.class_names[:num_classes] if ctx.class_names
+                      else None),
+      "dataset": ctx.dataset.name}
+  variables = resize_head(variables, num_classes, ctx.head_path)
   with timer.section("classifier_saves"):
-    checkpoint.save_classifier(classifier_dir(step_dir),
-                               resize_head(variables, num_classes), metadata)
+    checkpoint.save_classifier(classifier_dir(step_dir), variables, metadata)
+    if hasattr(ctx.foreign, "save_keras"):  # a Keras model: also as .keras
+      ctx.foreign.widened(num_classes).save_keras(variables, os.path.join(
+          classifier_dir(step_dir), keras_model.KERAS_FILE))
 
 
 def load_classifier(ctx, step_dir, num_classes, adapter_dim):
   """A saved step's classifier, its head widened to the sequence's."""
   variables, _ = checkpoint.load_classifier(
       classifier_dir(step_dir), ctx.abstract(num_classes, adapter_dim))
-  return resize_head(variables, ctx.num_outputs)
+  return resize_head(variables, ctx.num_outputs, ctx.head_path)
 
 
 def save_penalty(step_dir, penalty):

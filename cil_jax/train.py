@@ -37,6 +37,7 @@ import jax
 from cil_jax import class_step
 from cil_jax import config_check
 from cil_jax import evaluate
+from cil_jax import input_spec
 from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
@@ -58,12 +59,15 @@ RESULTS_FILE = "results.json"
 USER_ERRORS = (ValueError, OSError, FloatingPointError, batches.LeakError)
 
 
-def run(config, workdir):
-  """Runs the experiment of ``config`` in ``workdir``; returns the results."""
-  return run_members(config, {workdir: {}})[workdir]
+def run(config, workdir, source=None):
+  """Runs the experiment of ``config`` in ``workdir``; returns the results.
+  ``source``: the data (``data.source.Source``) instead of
+  ``config.dataset``'s, e.g. in-memory arrays (``cil_jax.api``)."""
+  return run_members(config, {workdir: {}}, source=source)[workdir]
 
 
-def run_members(config, member_overrides, vmap=None, timing_path=None):
+def run_members(config, member_overrides, vmap=None, timing_path=None,
+                source=None):
   """Runs ``config`` with each ``{workdir: {key: value}}`` override set.
 
   Returns ``{workdir: results}``. ``vmap=None`` vmaps members on
@@ -78,7 +82,7 @@ def run_members(config, member_overrides, vmap=None, timing_path=None):
     finished[workdir] = _finished_results(workdir, member_config)
   todo = {w: c for w, c in configs.items() if finished[w] is None}
   if todo:
-    finished.update(_run(todo, vmap))
+    finished.update(_run(todo, vmap, source))
     if timing_path is None and len(configs) == 1:
       timing_path = os.path.join(next(iter(configs)), "timing.json")
     if timing_path:
@@ -90,7 +94,7 @@ def run_members(config, member_overrides, vmap=None, timing_path=None):
   return finished
 
 
-def _run(configs, vmap):
+def _run(configs, vmap, source=None):
   """Trains and evaluates the unfinished runs ``{workdir: config}``."""
   config = next(iter(configs.values()))
   devices = config_check.devices(config.train.num_devices)
@@ -98,15 +102,25 @@ def _run(configs, vmap):
     config_check.validate(member_config, len(devices))
   method_names = {w: methods.method_names(c.methods)
                   for w, c in configs.items()}
-  source = data_source.Source(config.dataset)
+  source = source or data_source.Source(config.dataset)
   groups, given = _class_sequence(config, source.info)
   if vmap is None:
     vmap = devices[0].platform != "cpu"
-  ctx = StepContext(config, source, groups, devices, vmap)
+  if given is not None:
+    # Every model of the run gets the input the teacher expects.
+    source.normalize_as(*input_spec.raw_mean_std(
+        given[1]["input"], source.info.pixel_max, source.info.input_shape[-1]))
+  ctx = StepContext(config, source, groups, devices, vmap,
+                    *(given[1:] if given else (None, None)),
+                    class_names=_class_names(config, source.info, groups,
+                                             given))
   all_methods = [methods.get_method(name, configs[w])
                  for w in configs for name in method_names[w]]
   config_check.validate_steps(
       ctx, all_methods, given[1]["adapter_dim"] if given else None)
+  if given is not None:  # evaluated and checked against its copy: no write
+    base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"],
+                                 given[2])
   # Only configs that passed every check claim their workdirs.
   for workdir, member_config in configs.items():
     workdirs.claim(workdir, member_config)
@@ -115,9 +129,7 @@ def _run(configs, vmap):
         + (f"; members {'vmapped' if vmap else 'in turn'}"
            if len(configs) > 1 else ""), flush=True)
 
-  if given is not None:
-    base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"])
-  else:
+  if given is None:
     base = _shared_base(ctx, list(configs), methods.base_for(all_methods))
   # One chain of step results per (workdir, method), advanced a step at a
   # time over all of them so identical or vmappable steps train together.
@@ -181,14 +193,41 @@ def _finished_results(workdir, config):
 
 def _class_sequence(config, dataset):
   """``(groups, given)``: the class groups of every step, and the given
-  teacher's ``(variables, metadata)`` or ``None``."""
+  teacher's ``(variables, metadata, model)`` or ``None``."""
   new_groups = classes.class_sequence(
       config.classes.groups, dataset.num_classes, config.classes.order_seed)
   if not config.teacher.checkpoint:
     return new_groups, None
-  variables, meta = teacher.load(config, dataset)
+  variables, meta, model = teacher.load(config, dataset)
   teacher.check_new_classes(config.teacher.checkpoint, meta, new_groups)
-  return [meta["class_order"]] + new_groups, (variables, meta)
+  return [meta["class_order"]] + new_groups, (variables, meta, model)
+
+
+def _class_names(config, dataset, groups, given):
+  """A name (or ``None``) per class of the run's order: the dataset's
+  (TFDS label names), overridden by the teacher's metadata and by
+  ``config.classes.names``; ``None`` when no name is known."""
+  written = [c for g in config.classes.groups for c in g]
+  names = {c: dataset.class_names[c] if dataset.class_names else None
+           for g in groups for c in g}
+  if given is not None and given[1].get("class_names"):
+    names.update(zip(given[1]["class_order"], given[1]["class_names"]))
+  if config.classes.names:
+    new_names = [n.strip() or None for n in config.classes.names.split(",")]
+    if len(new_names) != len(written):
+      raise ValueError(
+          f"Invalid config: config.classes.names gives {len(new_names)} "
+          f"names but config.classes.groups lists {len(written)} classes "
+          f"{written}; give one name per class, comma-separated, in order.")
+    if config.classes.order_seed is not None:
+      raise ValueError(
+          "Invalid config: config.classes.names names the classes as "
+          "config.classes.groups lists them, which config.classes.order_seed "
+          "permutes; unset one of the two.")
+    names.update(zip(written, new_names))
+  if not any(names.values()):
+    return None
+  return list(names.values())
 
 
 def _shared_base(ctx, workdir_list, base_method):

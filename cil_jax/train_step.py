@@ -75,8 +75,8 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
 
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                     frozen_labeler, learning_rate_fn=None, new_rows=False,
-                    local_ce=False, balanced_replay="", penalty=False,
-                    path_integral=False):
+                    local_ce=False, head_path="head", balanced_replay="",
+                    penalty=False, path_integral=False):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -90,7 +90,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   preset) updates only the head's new columns, ``num_old`` on. ``local_ce``
   takes the cross-entropy over the new classes' outputs only, ``num_old``
   to ``num_seen`` (``losses.CE_FORMS``); the accuracy metric stays over all
-  seen classes.
+  seen classes. ``head_path``: the head's slash path in params.
 
   Batches may bring synthetic old-class rows (``replay_image`` and the
   teacher's ``replay_logits``, ``cil_jax.data.replay``). The student then
@@ -189,7 +189,8 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
       learning_rate = learning_rate_fn(state.step, hparams["total_steps"])
       updates = jax.tree.map(lambda u: -learning_rate * u, updates)
     updates = partition.keep_head_columns(
-        updates, hparams["num_old"] if new_rows else 0, hparams["num_seen"])
+        updates, hparams["num_old"] if new_rows else 0, hparams["num_seen"],
+        head_path)
     params = optax.apply_updates(state.params, updates)
     batch_stats = partition.keep_frozen(lax.pmean(batch_stats, BATCH_AXIS),
                                         state.batch_stats, frozen_labeler)

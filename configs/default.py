@@ -32,12 +32,33 @@ def get_config():
   config.classes = config_dict.ConfigDict()
   # One tuple of dataset class ids per step; step 0 trains C_A.
   config.classes.groups = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
+  # Names of the classes of classes.groups, comma-separated in their order
+  # ("" for an unnamed one); saved in every classifier's metadata.
+  config.classes.names = ""
   # Set to shuffle the class ids over the groups (same group sizes).
   config.classes.order_seed = config_dict.placeholder(int)
 
   # A given classifier to start from (configs/add_classes.py sets it).
   config.teacher = config_dict.ConfigDict()
   config.teacher.checkpoint = ""
+  # A Flax module of your own as teacher (docs/checkpoint.md): its import
+  # path "pkg.mod:Net", keyword arguments as JSON, the keyword that tells it
+  # training from inference ("" if none), the slash path of its final Dense
+  # in params ("" to detect), and, for a checkpoint without cil_jax
+  # metadata, the dataset class id (and optionally name) of each output.
+  config.teacher.module = ""
+  config.teacher.module_kwargs = ""
+  config.teacher.train_kwarg = "train"
+  config.teacher.head_path = ""
+  config.teacher.classes = ()
+  config.teacher.class_names = ""  # comma-separated
+  # The input the teacher expects, when its metadata does not say
+  # (docs/checkpoint.md): pixels unit | byte | stored; normalization
+  # none | mean_std (input_mean, input_std per channel) | module.
+  config.teacher.input_pixels = ""
+  config.teacher.input_normalization = ""
+  config.teacher.input_mean = ()
+  config.teacher.input_std = ()
 
   config.model = config_dict.ConfigDict()
   config.model.name = "mlp"  # mlp | cnn | resnet

@@ -16,7 +16,14 @@ from cil_jax import jsonio
 METADATA = {
     "model": {"name": "mlp", "hidden_sizes": [4]}, "adapter_dim": 0,
     "num_classes": 3, "class_order": [2, 0, 1], "input_shape": [2, 2, 1],
-    "input_mean": [0.5], "input_std": [0.25], "dataset": "digits"}
+    "input": {"pixels": "stored", "normalization": "mean_std",
+              "mean": [0.5], "std": [0.25]},
+    "head_path": "head", "dataset": "digits"}
+
+# Formats /1 and /2 held the normalisation as two keys.
+V2_METADATA = {**{k: v for k, v in METADATA.items()
+                  if k not in ("input", "head_path")},
+               "input_mean": [0.5], "input_std": [0.25]}
 
 
 def _variables(seed=0):
@@ -168,9 +175,12 @@ def test_format_1_classifier_still_loads(tmp_path):
   checkpointer.save(str(path / "variables"), _variables())
   checkpointer.wait_until_finished()
   with open(path / "metadata.json", "w") as f:
-    json.dump({"format": "cil_jax.classifier/1", **METADATA}, f)
+    json.dump({"format": "cil_jax.classifier/1", **V2_METADATA}, f)
   restored, metadata = checkpoint.load_classifier(str(path), _variables())
-  assert metadata["format"] == "cil_jax.classifier/1"
+  # Read as format /3: the stored pixels normalised as the run did.
+  assert metadata["source_format"] == "cil_jax.classifier/1"
+  assert metadata["input"] == METADATA["input"]
+  assert metadata["head_path"] == "head"
   np.testing.assert_array_equal(restored["params"]["dense"]["kernel"],
                                 _variables()["params"]["dense"]["kernel"])
 

@@ -106,6 +106,9 @@ def test_fashion_mnist_builds_offline_with_full_splits(fmnist_source):
   np.testing.assert_array_equal(info.class_counts["test"], [1000] * 10)
   # Fashion-MNIST's pixel mean is about 72.9 of 255 (first 10k images).
   assert 70 < info.mean[0] < 76
+  # The label names, cached, flow into every classifier's metadata.
+  assert info.class_names[:2] == ("T-shirt/top", "Trouser")
+  assert info.class_names[8:] == ("Bag", "Ankle boot")
 
 
 def test_the_decoded_cache_is_read_without_tfds(fmnist_source, monkeypatch):

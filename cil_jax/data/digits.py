@@ -9,6 +9,7 @@ import numpy as np
 
 NAME = "digits"  # config.dataset.name of the embedded dataset
 NUM_CLASSES = 10
+PIXEL_MAX = 16.0  # the raw intensities are 0..16
 TEST_FRACTION = 0.25
 SPLIT_SEED = 0
 

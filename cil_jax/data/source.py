@@ -34,6 +34,11 @@ class DatasetInfo:
   std: tuple
   class_counts: dict  # split -> np.ndarray [num_classes], this process
   augment: bool
+  # The largest raw pixel value: 255 for TFDS images (uint8), 16 for digits
+  # (``input_spec``: a classifier's "unit" pixels are raw / pixel_max).
+  pixel_max: float = 255.0
+  # The dataset's name of each class id (TFDS label names), if known.
+  class_names: tuple = None
 
 
 class Source:
@@ -59,7 +64,43 @@ class Source:
         mean=tuple(description["mean"]), std=tuple(description["std"]),
         class_counts={k: np.asarray(v)
                       for k, v in description["counts"].items()},
-        augment=dataset_config.name in AUGMENTED)
+        augment=dataset_config.name in AUGMENTED,
+        pixel_max=(digits.PIXEL_MAX if dataset_config.name == digits.NAME
+                   else 255.0),
+        class_names=(tuple(description["class_names"])
+                     if description.get("class_names") else None))
+
+  def normalize_as(self, mean, std):
+    """From now on, inputs are ``(raw - mean) / std`` (a given teacher's
+    input spec) instead of the dataset's own statistics."""
+    self.info = dataclasses.replace(self.info, mean=tuple(mean),
+                                    std=tuple(std))
+
+  @classmethod
+  def from_arrays(cls, name, train, test, num_classes, pixel_max):
+    """A source over in-memory numpy ``(images, labels)`` splits (the Python
+    API's data): raw images ``[N, *input_shape]`` whose largest possible
+    value is ``pixel_max``, int dataset class ids below ``num_classes``."""
+    source = cls.__new__(cls)
+    source.config, source.cache_dir = None, None
+    source._arrays = {  # pylint: disable=protected-access
+        which: (np.asarray(images), np.asarray(labels, np.int32))
+        for which, (images, labels) in (("train", train), ("test", test))}
+    images = source._arrays["train"][0]  # pylint: disable=protected-access
+    description = cache.describe(
+        num_classes, images.shape[1:],
+        images[:cache.STATS_EXAMPLES].astype(np.float64),
+        {which: labels for which, (_, labels) in source._arrays.items()},  # pylint: disable=protected-access
+        ("train", "test"))
+    source._description = description  # pylint: disable=protected-access
+    source.info = DatasetInfo(
+        name=name, num_classes=num_classes,
+        input_shape=tuple(description["input_shape"]),
+        mean=tuple(description["mean"]), std=tuple(description["std"]),
+        class_counts={k: np.asarray(v)
+                      for k, v in description["counts"].items()},
+        augment=False, pixel_max=float(pixel_max))
+    return source
 
   def arrays(self, which):
     """This process's shard of split ``which`` ("train" or "test") as numpy

@@ -54,6 +54,7 @@ def build(dataset_config):
       name=dataset_config.name, train_split=dataset_config.train_split,
       test_split=dataset_config.test_split,
       tfds_version=str(builder.info.version),
+      class_names=list(builder.info.features[label_key].names),
       process_index=jax.process_index(), process_count=jax.process_count())
   return info, arrays
 

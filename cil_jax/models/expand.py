@@ -9,7 +9,7 @@ from flax import traverse_util
 HEAD = "head"
 
 
-def expand_variables(old_variables, new_variables, num_old):
+def expand_variables(old_variables, new_variables, num_old, head_path=HEAD):
   """Copies a trained model into a freshly initialised, wider one.
 
   ``new_variables`` comes from ``init`` of the wider model. Every leaf that
@@ -17,7 +17,8 @@ def expand_variables(old_variables, new_variables, num_old):
   their first ``num_old`` columns from the old model (whose head may be
   wider, its further columns unused) and the rest from the fresh init.
   Leaves only in the new model (an adapter) keep their init. A leaf present
-  in both with another shape is a model mismatch and raises.
+  in both with another shape is a model mismatch and raises. ``head_path``
+  is the head's slash path inside each collection (a foreign module's).
   """
   old_flat = traverse_util.flatten_dict(jax.device_get(old_variables), sep="/")
   new_flat = traverse_util.flatten_dict(jax.device_get(new_variables), sep="/")
@@ -32,7 +33,7 @@ def expand_variables(old_variables, new_variables, num_old):
       merged[path] = fresh
       continue
     old = np.asarray(old_flat[path])
-    if _is_head(path):
+    if _is_head(path, head_path):
       if (old.shape[:-1] != fresh.shape[:-1] or old.shape[-1] < num_old
           or num_old > fresh.shape[-1]):
         raise ValueError(f"Head {path} of shape {old.shape} cannot grow to "
@@ -48,7 +49,7 @@ def expand_variables(old_variables, new_variables, num_old):
   return traverse_util.unflatten_dict(merged, sep="/")
 
 
-def resize_head(variables, num_outputs):
+def resize_head(variables, num_outputs, head_path=HEAD):
   """``variables`` with the head cut or zero-padded to ``num_outputs``
   columns (host arrays). Cutting saves a sequence-wide model as a classifier
   of the classes seen so far; padding gives a loaded one the sequence's
@@ -57,7 +58,7 @@ def resize_head(variables, num_outputs):
   out = {}
   for path, value in flat.items():
     value = np.asarray(value)
-    if _is_head(path):
+    if _is_head(path, head_path):
       width = value.shape[-1]
       if width >= num_outputs:
         value = value[..., :num_outputs]
@@ -68,6 +69,7 @@ def resize_head(variables, num_outputs):
   return traverse_util.unflatten_dict(out, sep="/")
 
 
-def _is_head(path):
+def _is_head(path, head_path):
+  """Whether ``collection/<...>/leaf`` is a leaf of the head."""
   parts = path.split("/")
-  return len(parts) >= 2 and parts[1] == HEAD
+  return len(parts) >= 3 and "/".join(parts[1:-1]) == head_path
