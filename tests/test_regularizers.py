@@ -14,6 +14,7 @@ import pytest
 
 from cil_jax import checkpoint
 from cil_jax import consolidation
+from cil_jax import fit
 from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import regularizers
@@ -252,12 +253,13 @@ def test_training_checkpoint_restores_the_path_integral(tiny, tmp_path):
 
 def _sequence_config():
   return small_config(**{
-      "methods": "ewc,si,mas", "train.epochs": 2,
+      "methods": "ewc,si,mas", "train.epochs": 3,
       "train.checkpoint_every_epochs": 1, "outputs.plots": False,
       "classes.groups": ((0, 1), (2, 3), (4, 5))})
 
 
-def test_resume_mid_sequence_restores_importance_exactly(tmp_path):
+def test_resume_mid_sequence_restores_importance_exactly(tmp_path,
+                                                         monkeypatch):
   config = _sequence_config()
   first = str(tmp_path / "first")
   results = train.run(config, first)
@@ -266,12 +268,26 @@ def test_resume_mid_sequence_restores_importance_exactly(tmp_path):
     assert os.path.isdir(os.path.join(first, "base/step_0/penalty"))
     assert os.path.isdir(os.path.join(first, name, "step_2/penalty"))
   # A second run stopped after step 1: its step 2 starts from the
-  # importance read back from step_1/penalty.
+  # importance read back from step_1/penalty. SI's step 2 is killed in
+  # epoch 3, once its epoch 1 checkpoint is complete (orbax saves in the
+  # background, finishing one save before the next), and resumes from its
+  # newest complete checkpoint, path integral included.
   resumed = str(tmp_path / "resumed")
   shutil.copytree(first, resumed)
   os.remove(os.path.join(resumed, "results.json"))
   for name in ("ewc", "si", "mas"):
     shutil.rmtree(os.path.join(resumed, name, "step_2"))
+  check = fit._EpochLoop._check_diverged
+
+  def killed(self, member, epoch, loss, first_loss):
+    if member.name == "si step 2" and epoch == 3:
+      raise KeyboardInterrupt("killed in epoch 3")
+    return check(self, member, epoch, loss, first_loss)
+  with monkeypatch.context() as patch:
+    patch.setattr(fit._EpochLoop, "_check_diverged", killed)
+    with pytest.raises(KeyboardInterrupt):
+      train.run(config, resumed)
+  assert "1" in os.listdir(os.path.join(resumed, "si/step_2/checkpoints"))
   again = train.run(config, resumed)
   for name in ("ewc", "si", "mas"):
     assert (again["methods"][name]["final_acc_all"]
