@@ -29,6 +29,7 @@ import numpy as np
 from cil_jax import api_inputs
 from cil_jax import checkpoint
 from cil_jax import config_files
+from cil_jax import image_folder
 from cil_jax import input_spec
 from cil_jax import overrides
 from cil_jax import step_outputs
@@ -77,7 +78,7 @@ def add_classes(teacher, train, test=None, workdir=None, method="eps_kd",
                 new_classes=None,
                 teacher_classes=None, teacher_input=None,
                 teacher_train_kwarg="", teacher_head_path="",
-                dataset_name=None):
+                dataset_name=None, folder_class_ids=None):
   """Extends ``teacher`` to the classes of ``train``; returns a
   ``Classifier`` with its test ``metrics``.
 
@@ -92,7 +93,11 @@ def add_classes(teacher, train, test=None, workdir=None, method="eps_kd",
   (old and new: the metrics need both). Or ``train`` names a TFDS dataset
   (``test`` left out: its test split), with ``new_classes`` the class ids
   to add; their names come from the dataset unless ``class_names`` are
-  given. ``class_names``: ``{class id: name}``
+  given. Or ``train`` is an image folder (``cil_jax.image_folder``:
+  ``train/<class name>/*.png`` of the new classes, ``test/<class name>/``
+  of all; a class is the teacher's class of that name, else a new one, or
+  as ``folder_class_ids`` ``{name: id}`` says). ``class_names``:
+  ``{class id: name}``
   of the new classes. ``settings``: config overrides by dotted key, e.g.
   ``{"eps_kd.eps": 0.3, "train.epochs": 20}``. ``pixel_max``: the largest
   raw pixel value (255 for 8-bit images, 16 for digits). ``dataset_name``
@@ -101,7 +106,19 @@ def add_classes(teacher, train, test=None, workdir=None, method="eps_kd",
   if workdir is None:
     raise ValueError("add_classes needs a workdir: the run's directory "
                      "(checkpoints, results; rerun to resume).")
-  if isinstance(train, str):
+  if isinstance(train, (str, os.PathLike)) and os.path.isdir(train):
+    if test is not None:
+      raise ValueError(f"train={os.fspath(train)!r} is an image folder: leave "
+                       f"test out (its test/ directory is used).")
+    meta = (None if not isinstance(teacher, (str, os.PathLike))
+            else checkpoint.read_metadata(teacher))
+    old = (list(teacher_classes) if meta is None else meta["class_order"])
+    names = (None if meta is None else meta.get("class_names"))
+    splits, new_names = image_folder.read(os.fspath(train), old, names,
+                                          folder_class_ids)
+    train, test = splits["train"], splits["test"]
+    class_names = {**new_names, **(class_names or {})}
+  elif isinstance(train, str):
     return _add_to_tfds(teacher, train, test, workdir, method, class_names,
                         settings, new_classes)
   train, test = api_inputs.arrays("train", train), api_inputs.arrays(

@@ -148,3 +148,43 @@ def test_tf_data_splits_become_arrays():
     got_images, got_labels = api_inputs.arrays("train", ds)
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_image_folder_by_class_name(tmp_path):
+  """train/<name>/*.png of new classes and test/<name>/ of all: a folder
+  is the teacher's class of its name (here given by folder_class_ids),
+  else a new class numbered after the teacher's."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from cil_jax.data import digits  # pylint: disable=g-import-not-at-top
+  old = list(range(6))
+  module, params = byo_models.trained_digitnet(tuple(old))
+  data = digits.load()
+  words = ["zero", "one", "two", "three", "four", "five", "six", "seven",
+           "eight", "nine"]
+  for split, (x, y) in (("train", data["train"]), ("test", data["test"])):
+    for i, (image, label) in enumerate(zip(x, y)):
+      if split == "train" and label < 6:
+        continue
+      folder = tmp_path / "photos" / split / words[label]
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(np.round(image[..., 0] * 255 / 16).astype(np.uint8),
+                      mode="L").save(folder / f"{i}.png")
+  extended = api.add_classes(
+      teacher=(module, params), train=str(tmp_path / "photos"),
+      workdir=str(tmp_path / "wd"), teacher_classes=old,
+      teacher_train_kwarg="!deterministic",
+      teacher_input={"pixels": "unit", "normalization": "none"},
+      folder_class_ids={w: i for i, w in enumerate(words[:6])},
+      settings={"train.epochs": 1, "eps_kd.layers": "head"})
+  meta = extended.metadata
+  # New folders in sorted name order: eight, nine, seven, six -> 6..9.
+  assert meta["class_order"] == list(range(10))
+  assert meta["class_names"][6:] == ["eight", "nine", "seven", "six"]
+  step = extended.metrics["steps"][1]
+  assert step["num_train_examples"] == int(np.sum(data["train"][1] >= 6))
+  assert step["acc_old"] > 0.5 and 0.0 <= step["acc_new"] <= 1.0
+  with pytest.raises(ValueError, match="has no train/ directory"):
+    api.add_classes(teacher=(module, params), train=str(tmp_path),
+                    workdir=str(tmp_path / "wd2"), teacher_classes=old,
+                    teacher_input={"pixels": "unit",
+                                   "normalization": "none"})
