@@ -6,7 +6,8 @@
 # seeds 0 1 2; df_replay on the plain MLP (no BatchNorm: logit-only
 # inversion) at 8+2 and 5+5. One process per setting and seed trains C_A once
 # for all its variants (--members). Seed 0 of every setting runs first, so
-# a partial run still covers every setting.
+# a partial run still covers every setting. A setting whose runs all have
+# their results.json is skipped, so the script can be rerun to go on.
 #   nohup bash docs/data_free/run.sh [RUNS_DIR] > data_free.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,22 +41,37 @@ JSON
   echo "$dir/members.json"
 }
 
+finished() {  # every run of a members file, or one workdir, has results
+  local target=$1
+  if [ -d "$target" ] && [ ! -f "$target/members.json" ]; then
+    [ -f "$target/results.json" ]; return
+  fi
+  [ -f "$target/members.json" ] || return 1
+  for wd in $(grep -o '"[^"]*": {' "$target/members.json" | cut -d'"' -f2); do
+    [ -f "$wd/results.json" ] || return 1
+  done
+}
+
 for seed in 0 1 2; do
   for split in 8+2 5+5 9+1 5x2; do
     dir=$RUNS/fashion_mnist_$split/seed_$seed
-    "$PY" -m cil_jax.main --config configs/data_free.py --config.seed=$seed \
+    finished "$dir" || "$PY" -m cil_jax.main --config configs/data_free.py \
+        --config.seed=$seed \
         --config.classes.groups="$(groups_of $split)" \
         --members "$(members "$dir")" > "$dir.log" 2>&1
-    if [ "$split" = 8+2 ] || [ "$split" = 5+5 ]; then
+    plain=$RUNS/fashion_mnist_${split}_plain_mlp/seed_$seed
+    if { [ "$split" = 8+2 ] || [ "$split" = 5+5 ]; } && ! finished "$plain"
+    then
       "$PY" -m cil_jax.main --config configs/data_free.py \
           --config.seed=$seed --config.classes.groups="$(groups_of $split)" \
           --config.model.batch_norm=False --config.methods=df_replay,eps_kd \
-          --workdir "$RUNS/fashion_mnist_${split}_plain_mlp/seed_$seed" \
+          --workdir "$plain" \
           > "$dir.plain.log" 2>&1
     fi
   done
   dir=$RUNS/digits_5+5/seed_$seed
-  "$PY" -m cil_jax.main --config configs/default.py --config.seed=$seed \
+  finished "$dir" || "$PY" -m cil_jax.main --config configs/default.py \
+      --config.seed=$seed \
       --config.model.batch_norm=True --members "$(members "$dir")" \
       > "$dir.log" 2>&1
   "$PY" docs/data_free/report.py "$RUNS"
