@@ -76,7 +76,7 @@ def test_cifar100_data_free_config_runs_replay_on_mock_data(tmp_path):
   config.df_replay.head_finetune_steps = 2
   config.df_replay.inversion.steps = 3
   config.df_replay.inversion.batch_size = 16
-  with tfds.testing.mock_data(num_examples=4000):
+  with tfds.testing.mock_data(num_examples=1500):
     results = train.run(config, str(tmp_path / "run"))
   step = results["methods"]["df_replay"]["steps"][1]
   assert step["num_old"] == 5 and step["num_new"] == 5
