@@ -159,5 +159,5 @@ def synthesize(apply_fn, variables, num_old, input_shape, key, settings,
           "logits": logits.astype(np.float32),
           "stats": {"teacher_confidence": float(probs.max(-1).mean()),
                     "target_hit": float(np.mean(probs.argmax(-1) == wanted)),
-                    "final_ce": float(np.mean(ces)),
-                    "final_bn": float(np.mean(bns))}}
+                    "final_ce": float(np.mean(ces[:num_batches])),
+                    "final_bn": float(np.mean(bns[:num_batches]))}}

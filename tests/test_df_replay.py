@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 
 from matplotlib import image
-from ml_collections import config_dict
 
-from cil_jax import checkpoint
+from cil_jax import api
 from cil_jax import train
 from cil_jax.data import digits
-from cil_jax.models import abstract_variables
-from cil_jax.models import build_model
 from tests.helpers import small_config
 
 
@@ -46,10 +43,10 @@ def test_replay_learns_the_new_classes_and_keeps_the_old(replay_run):
 
 def test_frozen_batch_stats_stay_the_teachers(replay_run):
   workdir, _ = replay_run
-  def load(method, t):
-    path = os.path.join(workdir, method, f"step_{t}", "classifier")
-    return checkpoint.load_classifier(path, _abstract(path))[0]
 
+  def load(method, t):
+    return api.load(os.path.join(workdir, method, f"step_{t}",
+                                 "classifier"))[1]
   teacher = load("base", 0)
   student = load("df_replay", 1)
   for a, b in zip(jax.tree.leaves(teacher["batch_stats"]),
@@ -60,14 +57,6 @@ def test_frozen_batch_stats_stay_the_teachers(replay_run):
   assert any(not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(teacher["batch_stats"]),
       jax.tree.leaves(moved["batch_stats"])))
-
-
-def _abstract(path):
-  """The variables' shapes of the classifier saved at ``path``."""
-  metadata = checkpoint.read_metadata(path)
-  model = build_model(config_dict.ConfigDict(metadata["model"]),
-                      metadata["num_classes"])
-  return abstract_variables(model, tuple(metadata["input_shape"]))
 
 
 def test_sample_grid_and_synthesis_time_are_written(replay_run):

@@ -29,21 +29,27 @@ cifar100_data_free = config_files.from_checkout("cifar100_data_free")
 fashion_mnist_config = config_files.from_checkout("fashion_mnist")
 
 
-@pytest.mark.parametrize("get_config, num_classes", [
-    (cifar10.get_config, 10), (cifar100.get_config, 100)])
-def test_cifar_configs_run_one_step_end_to_end_on_mock_data(
-    tmp_path, get_config, num_classes):
-  config = get_config()
+def _tiny(config, tmp_path, methods):
+  """A CIFAR config made small: two steps, a tiny ResNet, one epoch, no
+  TFDS data_dir (the tests mock the data)."""
   config.dataset.data_dir = str(tmp_path / "no_tfds_here")
   config.model.resnet_depth = 8  # the configs' ResNets, made small
   config.model.resnet_width = 4
   config.classes.groups = config.classes.groups[:2]
-  config.methods = "eps_kd"
+  config.methods = methods
   config.train.epochs = 1
   config.train.batch_size = 16
   config.train.eval_batch_size = 64
   config.train.num_devices = 1
   config.optim.warmup_steps = 0
+  return config
+
+
+@pytest.mark.parametrize("get_config, num_classes", [
+    (cifar10.get_config, 10), (cifar100.get_config, 100)])
+def test_cifar_configs_run_one_step_end_to_end_on_mock_data(
+    tmp_path, get_config, num_classes):
+  config = _tiny(get_config(), tmp_path, "eps_kd")
   num_examples = 40 * num_classes
   with tfds.testing.mock_data(num_examples=num_examples):
     results = train.run(config, str(tmp_path / "run"))
@@ -62,16 +68,7 @@ def test_cifar100_data_free_config_runs_replay_on_mock_data(tmp_path):
   config = cifar100_data_free.get_config("20")
   assert len(config.classes.groups) == 20
   assert {len(g) for g in config.classes.groups} == {5}
-  config.dataset.data_dir = str(tmp_path / "no_tfds_here")
-  config.model.resnet_depth = 8
-  config.model.resnet_width = 4
-  config.classes.groups = config.classes.groups[:2]
-  config.methods = "df_replay"
-  config.train.epochs = 1
-  config.train.batch_size = 16
-  config.train.eval_batch_size = 64
-  config.train.num_devices = 1
-  config.optim.warmup_steps = 0
+  config = _tiny(config, tmp_path, "df_replay")
   config.df_replay.samples = 32
   config.df_replay.head_finetune_steps = 2
   config.df_replay.inversion.steps = 3
