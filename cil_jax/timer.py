@@ -9,7 +9,8 @@ lowers and compiles, from its own monitoring events), ``train_steps``
 ``checkpoints`` (training state), ``classifier_saves`` (and the
 regularisation methods' saved importance), ``importance`` (computing it),
 ``plots`` and ``tensorboard`` (writing event files). ``budget`` reports
-them with the share of wall time spent outside the train and eval steps.
+them with the share of wall time spent outside the train and eval steps,
+and, with a persistent compilation cache, how many programs it served.
 Buckets may overlap where one section holds another's work (a compile
 inside ``setup`` counts in both).
 """
@@ -25,10 +26,24 @@ _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/backend_compile_duration")
 
 
+# JAX's events of its persistent compilation cache (``compile_cache``):
+# a program looked up there, and found.
+_CACHE_EVENTS = {"/jax/compilation_cache/compile_requests_use_cache":
+                 "compilation_cache_requests",
+                 "/jax/compilation_cache/cache_hits": "compilation_cache_hits"}
+_COUNTS = {}
+
+
 def _on_event(event, duration, **kwargs):
   del kwargs
   if event in _COMPILE_EVENTS:
     add("compiles", duration)
+
+
+def _on_count(event, **kwargs):
+  del kwargs
+  if event in _CACHE_EVENTS:
+    _COUNTS[_CACHE_EVENTS[event]] = _COUNTS.get(_CACHE_EVENTS[event], 0) + 1
 
 
 def track_compiles():
@@ -36,6 +51,7 @@ def track_compiles():
   calls it once; JAX is imported here, after the clock started)."""
   import jax  # pylint: disable=g-import-not-at-top
   jax.monitoring.register_event_duration_secs_listener(_on_event)
+  jax.monitoring.register_event_listener(_on_count)
 
 
 def add(bucket, seconds):
@@ -68,6 +84,11 @@ def budget():
   report.update({f"{k}_seconds": round(v, 2) for k, v in _TOTALS.items()})
   inside = _TOTALS.get("train_steps", 0.0) + _TOTALS.get("eval", 0.0)
   report["outside_steps_fraction"] = round(1 - inside / wall, 4)
+  if _COUNTS:  # only with a persistent compilation cache
+    report["compilation_cache_requests"] = _COUNTS.get(
+        "compilation_cache_requests", 0)
+    report["compilation_cache_hits"] = _COUNTS.get("compilation_cache_hits",
+                                                   0)
   return report
 
 
@@ -75,6 +96,10 @@ def describe(report):
   parts = ", ".join(f"{k[:-len('_seconds')].replace('_', ' ')} {v:.1f} s"
                     for k, v in report.items()
                     if k.endswith("_seconds") and k != "wall_seconds")
+  cache = (f"; compilation cache: {report['compilation_cache_hits']} of "
+           f"{report['compilation_cache_requests']} programs loaded"
+           if "compilation_cache_requests" in report else "")
   return (f"time: {report['wall_seconds']:.1f} s wall; {parts}; "
           f"{100 * report['outside_steps_fraction']:.0f}% outside the train "
-          f"and eval steps (start-up, data, compiles, checkpoints, logging)")
+          f"and eval steps (start-up, data, compiles, checkpoints, logging)"
+          f"{cache}")

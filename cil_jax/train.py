@@ -35,13 +35,13 @@ import os
 import jax
 
 from cil_jax import class_step
+from cil_jax import compile_cache
 from cil_jax import config_check
 from cil_jax import evaluate
 from cil_jax import input_spec
 from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
-from cil_jax import plot
 from cil_jax import step_outputs
 from cil_jax import teacher
 from cil_jax import tensorboard
@@ -97,6 +97,7 @@ def run_members(config, member_overrides, vmap=None, timing_path=None,
 def _run(configs, vmap, source=None):
   """Trains and evaluates the unfinished runs ``{workdir: config}``."""
   config = next(iter(configs.values()))
+  compile_cache.enable(config.runtime.compilation_cache_dir)
   devices = config_check.devices(config.train.num_devices)
   for member_config in configs.values():
     config_check.validate(member_config, len(devices))
@@ -154,6 +155,8 @@ def _run(configs, vmap, source=None):
                            for name in method_names[workdir]}}
     tensorboard.write_run(workdir, configs[workdir], results)
     if configs[workdir].outputs.plots and jax.process_index() == 0:
+      # matplotlib costs about 0.5 s to import: only runs that plot pay it.
+      from cil_jax import plot  # pylint: disable=g-import-not-at-top
       with timer.section("plots"):  # before results.json: a rerun replots
         plot.write_run_plots(workdir, results)
     jsonio.write_json(os.path.join(workdir, RESULTS_FILE), results)

@@ -2,8 +2,9 @@
 
 ``check_path`` and ``check_config`` run before any data is loaded: the path
 must be a directory we can create or write, and a workdir that already holds
-a run must hold a run of the same config (its ``config.json``), so earlier
-results are never mixed with or overwritten by another run's. ``claim``
+a run must hold a run of the same config (its ``config.json``; only the
+``NEUTRAL_SECTIONS`` may differ), so earlier results are never mixed with
+or overwritten by another run's. ``claim``
 creates the workdir and writes ``config.json``, after every other check has
 passed.
 """
@@ -14,6 +15,10 @@ import os
 from cil_jax import jsonio
 
 CONFIG_FILE = "config.json"
+# Config sections that say how a process runs or what it writes besides
+# results, never what it computes: a workdir accepts a config that differs
+# from its own only there (and keeps its config.json).
+NEUTRAL_SECTIONS = ("outputs", "runtime")
 
 
 def check_path(workdir):
@@ -45,8 +50,9 @@ def check_config(workdir, config):
       path, fix=f"it records which config {workdir} belongs to; restore it "
       f"or use a new --workdir")
   current = json.loads(config.to_json())
-  if stored != current:
-    changed = sorted(_diff_keys(stored, current))
+  changed = sorted(key for key in _diff_keys(stored, current)
+                   if key.split(".")[0] not in NEUTRAL_SECTIONS)
+  if changed:
     raise ValueError(f"{workdir} holds a run of a different config (changed: "
                      f"{changed[:6]}). Use a new --workdir, or the same "
                      f"config to resume.")

@@ -167,4 +167,12 @@ def get_config():
   # default: clu's writer imports TensorFlow (about 5 s and 0.45 GB more
   # per process on a 2-core CPU).
   config.outputs.tensorboard = False
+
+  # How this process runs, not what it computes: changing these never
+  # changes results, so a workdir accepts a rerun that changes them.
+  config.runtime = config_dict.ConfigDict()
+  # JAX's persistent compilation cache (cil_jax.compile_cache): a
+  # directory, e.g. ~/.cache/cil_jax/xla, makes reruns and the runs of a
+  # sweep load their compiled programs instead of compiling them; "" off.
+  config.runtime.compilation_cache_dir = ""
   return config

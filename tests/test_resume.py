@@ -12,10 +12,18 @@ FLAGS = ["--config.methods=eps_kd", "--config.train.epochs=12",
          "--config.train.num_devices=1", "--config.model.hidden_sizes=(64,)"]
 
 
-def _command(workdir):
+def _command(workdir, cache):
   return [sys.executable, "-m", "cil_jax.main", "--config",
           os.path.join(ROOT, "configs", "default.py"), "--workdir",
-          str(workdir), *FLAGS]
+          str(workdir), *FLAGS,
+          f"--config.runtime.compilation_cache_dir={cache}"]
+
+
+def _cache_counts(workdir):
+  with open(os.path.join(workdir, "timing.json")) as f:
+    timing = json.load(f)
+  return (timing["compilation_cache_hits"],
+          timing["compilation_cache_requests"])
 
 
 def _results(workdir):
@@ -24,12 +32,17 @@ def _results(workdir):
 
 
 def test_killed_run_resumes_to_the_same_results(tmp_path):
+  # All three processes share a persistent compilation cache: the first
+  # fills it, the others load every program from it, and compute the same.
+  cache = tmp_path / "xla_cache"
   reference = tmp_path / "reference"
-  subprocess.run(_command(reference), cwd=ROOT, check=True,
+  subprocess.run(_command(reference, cache), cwd=ROOT, check=True,
                  capture_output=True)
+  hits, requests = _cache_counts(reference)
+  assert hits == 0 and requests > 10 and len(os.listdir(cache)) >= requests
 
   interrupted = tmp_path / "interrupted"
-  process = subprocess.Popen(_command(interrupted), cwd=ROOT,
+  process = subprocess.Popen(_command(interrupted, cache), cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
   for line in process.stdout:
@@ -44,12 +57,16 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
   assert os.path.exists(interrupted / "base" / "step_0" / "result.json")
   assert os.listdir(interrupted / "eps_kd" / "step_1" / "checkpoints")
 
-  resumed = subprocess.run(_command(interrupted), cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout
+  resumed = subprocess.run(_command(interrupted, cache), cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout
   assert "base step 0: finished earlier" in resumed
   assert "eps_kd step 1: resumed from the epoch" in resumed
   assert "eps_kd step 1 epoch   1/12" not in resumed
 
+  # Most programs came from the cache (resuming compiles a few of its own:
+  # 23 of 29 loaded when written).
+  hits, requests = _cache_counts(interrupted)
+  assert requests * 3 // 4 <= hits <= requests
   want, got = _results(reference), _results(interrupted)
   for r in (want, got):  # wall-clock times differ, nothing else may
     for step in r["methods"]["eps_kd"]["steps"]:

@@ -68,8 +68,20 @@ def test_rerun_reuses_finished_steps_and_refuses_another_config(default_run):
   again = train.run(config, workdir)
   assert again["methods"]["eps_kd"]["final_acc_all"] == (
       results["methods"]["eps_kd"]["final_acc_all"])
-  other = small_config(**{"train.epochs": 3, "train.num_devices": 0})
-  with pytest.raises(ValueError, match=r"different config.*train.epochs"):
+  # What a process writes besides results, or how it runs, is not part of
+  # the run: a rerun may change it, and config.json stays the first run's.
+  with open(os.path.join(workdir, "config.json")) as f:
+    stored = f.read()
+  neutral = small_config(**{"train.epochs": 15, "train.num_devices": 0,
+                            "outputs.plots": False,
+                            "runtime.compilation_cache_dir": ""})
+  assert train.run(neutral, workdir) == results
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == stored
+  other = small_config(**{"train.epochs": 3, "train.num_devices": 0,
+                          "outputs.plots": False})
+  with pytest.raises(ValueError,
+                     match=r"different config \(changed: \['train.epochs'\]"):
     train.run(other, workdir)
 
 

@@ -44,6 +44,12 @@ _GROUPING = flags.DEFINE_enum(
 _FILTER = flags.DEFINE_string(
     "filter", None, "Run only the runs whose names match this regex "
     "(re.search); the others are left as they are.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "xla_cache", "JAX's persistent compilation cache "
+    "for the sweep's processes (config.runtime.compilation_cache_dir), "
+    "relative to --workdir unless absolute: each run after the first with "
+    "the same shapes loads its programs instead of compiling them; '' "
+    "leaves the config's own setting.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "List the runs, run nothing, "
                              "write nothing.")
 
@@ -75,6 +81,10 @@ def main(argv):
   if not _DRY_RUN.value:
     os.makedirs(sweep_dir, exist_ok=True)
     record.write(sweep_dir, _CONFIG.value, sweep_record)
+  if _CACHE.value:
+    cache_dir = os.path.join(sweep_dir, _CACHE.value)  # absolute stays
+    todo = {n: {**o, "runtime.compilation_cache_dir": cache_dir}
+            for n, o in todo.items()}
   tasks = tasks_lib.make_tasks(_CONFIG.value, sweep_dir, todo, grouping,
                                len(envs), write=not _DRY_RUN.value)
   if _DRY_RUN.value:
