@@ -162,8 +162,8 @@ def get_config():
   # What the models compute in: float32 | bfloat16 (activations, matmuls
   # and convolutions of student and teacher; faster on TPUs and recent
   # GPUs). Parameters, optimizer state, checkpoints and the loss math
-  # (softmax, CE, KD, penalties) stay float32. Only cil_jax's own models:
-  # a teacher module of your own runs in float32.
+  # (softmax, CE, KD, penalties) stay float32. cil_jax's own models only:
+  # with a Flax or Keras teacher of your own, bfloat16 is refused.
   config.train.dtype = "float32"
 
   # What a run writes besides results.json (process 0 only).
