@@ -1,8 +1,8 @@
 """Validation before anything is written: ``validate`` checks the config's
 values before any data or model is built; ``validate_steps`` checks the
 class steps against the data (batch sizes against split sizes) and the
-models (layer presets). Every message names the offending key and how to
-fix it.
+models (layer presets, the compute dtype). Every message names the
+offending key and how to fix it.
 """
 
 import jax
@@ -14,6 +14,7 @@ from cil_jax import partition
 from cil_jax import regularizers
 from cil_jax import step_build
 from cil_jax.data import train_data
+from cil_jax.models import COMPUTE_DTYPES
 from cil_jax.models import MODEL_NAMES
 
 
@@ -77,6 +78,10 @@ def validate(config, num_devices):
   need(config.train.checkpoint_every_epochs >= 1,
        f"config.train.checkpoint_every_epochs="
        f"{config.train.checkpoint_every_epochs} must be >= 1.")
+  need(config.train.dtype in COMPUTE_DTYPES,
+       f"config.train.dtype={config.train.dtype!r}; use one of "
+       f"{COMPUTE_DTYPES} (bfloat16: compute in bfloat16, parameters and "
+       f"losses in float32).")
   for key in ("batch_size", "eval_batch_size"):
     size = config.train[key]
     need(size > 0 and size % num_devices == 0,
@@ -95,11 +100,20 @@ def devices(requested):
 
 
 def validate_steps(ctx, all_methods, given_adapter_dim=None):
-  """Every step that will train has a full batch, and every method's layer
-  preset fits the student of step 1. ``given_adapter_dim`` is the given
-  teacher's adapter size (``None``: C_A is trained here)."""
+  """Every step that will train has a full batch, every method's layer
+  preset fits the student of step 1, and a foreign model computes in
+  float32. ``given_adapter_dim`` is the given teacher's adapter size
+  (``None``: C_A is trained here)."""
   teacher_given = given_adapter_dim is not None
   config = ctx.config
+  if ctx.foreign is not None and config.train.dtype != "float32":
+    raise ValueError(
+        f"Invalid config: config.train.dtype={config.train.dtype!r}, but "
+        f"the teacher {config.teacher.checkpoint} is a model of your own "
+        f"(a Flax module or a Keras model), which cil_jax runs in the dtypes "
+        f"it was built with; only cil_jax's own models (config.model) "
+        f"compute in bfloat16. Set --config.train.dtype=float32, or build "
+        f"your module to compute in bfloat16 itself.")
   per_process = config.train.batch_size // jax.process_count()
   steps = [] if teacher_given else [(0, "base", ctx.groups[0])]
   for t in range(1, len(ctx.groups)):

@@ -113,11 +113,14 @@ class StepContext:
     the layer presets; ``None`` for cil_jax's own models."""
     return (self.head_path, self.foreign.layers) if self.foreign else None
 
-  def model(self, num_classes, adapter_dim, frozen_layers=()):
+  def model(self, num_classes, adapter_dim, frozen_layers=(), dtype=None):
+    """The run's model, computing in ``config.train.dtype`` unless
+    ``dtype`` says otherwise. A foreign model runs in its own dtypes
+    (``config_check.validate_steps`` refuses bfloat16 for it)."""
     if self.foreign is not None:
       return self.foreign.widened(num_classes)
     return build_model(self.config.model, num_classes, adapter_dim,
-                       frozen_layers)
+                       frozen_layers, dtype or self.config.train.dtype)
 
   def abstract(self, num_classes, adapter_dim):
     """Shapes of the variables of a model with ``num_classes`` outputs."""
@@ -188,10 +191,12 @@ class StepContext:
 
   def logits_fn(self, adapter_dim):
     """The jitted inference logits of the sequence-wide model, one per
-    structure (``equivalence.logits_fn``)."""
+    structure (``equivalence.logits_fn``), in float32 whatever
+    ``config.train.dtype``: the checks they serve test the models'
+    structure to float32 rounding."""
     if adapter_dim not in self._logits_fns:
       self._logits_fns[adapter_dim] = equivalence.logits_fn(
-          self.model(self.num_outputs, adapter_dim).apply)
+          self.model(self.num_outputs, adapter_dim, dtype="float32").apply)
     return self._logits_fns[adapter_dim]
 
   def test_images(self, num_classes, limit=4096):

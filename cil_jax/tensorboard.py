@@ -5,8 +5,10 @@
 A TensorBoard run per method and per class step:
 
 - ``<method>/step_<t>/tensorboard`` (``base/step_0`` for C_A): the step's
-  training, a point per epoch at its last update: ``train/loss``,
-  ``train/ce``, ``train/kd``, ``train/accuracy``, ``train/eps``,
+  training, a point per epoch at its last update: the epoch's means of
+  ``train/loss``, ``train/ce``, ``train/kd``, ``train/accuracy`` and
+  ``train/grad_norm`` (the L2 norm of the gradient of the parameters the
+  step updates, before the optimizer), ``train/eps``,
   ``train/learning_rate``, ``train/examples_per_s``, and clu's
   ``ReportProgress`` ``steps_per_sec`` and ``uptime``; its hyperparameters
   (``eps``, ``kd_temperature``) once;

@@ -82,9 +82,13 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
   teacher runs in inference mode and may be ``None`` (no distillation). A
   batch may bring the teacher's logits precomputed (``teacher_logits``), in
-  which case the teacher is not run. ``frozen_labeler`` maps a BatchNorm
-  statistic's path to a partition label, so frozen layers keep their running
-  averages. With ``learning_rate_fn(count, total_steps)``, ``tx`` gives the
+  which case the teacher is not run. ``frozen_labeler`` maps a parameter's
+  or BatchNorm statistic's path to a partition label, so frozen layers keep
+  their running averages. The metrics are the batch's ``loss``, ``ce``,
+  ``kd`` and ``accuracy``, and ``grad_norm``: the global L2 norm of the
+  gradient of what the step updates (trainable parameters, head columns
+  of the seen classes, ``num_old`` on with ``new_rows``), before the
+  optimizer. With ``learning_rate_fn(count, total_steps)``, ``tx`` gives the
   update direction and the step scales it by ``-learning_rate_fn``;
   without, ``tx``'s updates are applied as they are. ``new_rows`` (the
   preset) updates only the head's new columns, ``num_old`` on. ``local_ce``
@@ -184,13 +188,15 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                                 teacher["importance"])
       loss = loss + penalty_value
       grads = jax.tree.map(jnp.add, grads, penalty_grads)
+    first_updated = hparams["num_old"] if new_rows else 0
+    grad_norm = updated_norm(grads, frozen_labeler, first_updated,
+                             hparams["num_seen"], head_path)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     if learning_rate_fn is not None:
       learning_rate = learning_rate_fn(state.step, hparams["total_steps"])
       updates = jax.tree.map(lambda u: -learning_rate * u, updates)
     updates = partition.keep_head_columns(
-        updates, hparams["num_old"] if new_rows else 0, hparams["num_seen"],
-        head_path)
+        updates, first_updated, hparams["num_seen"], head_path)
     params = optax.apply_updates(state.params, updates)
     batch_stats = partition.keep_frozen(lax.pmean(batch_stats, BATCH_AXIS),
                                         state.batch_stats, frozen_labeler)
@@ -198,6 +204,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
         "loss": loss, "ce": ce, "kd": kd,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
     }, BATCH_AXIS)
+    metrics["grad_norm"] = grad_norm  # of the mean gradient: one value
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
     if path_integral:
@@ -207,6 +214,16 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
     return new_state, metrics
 
   return train_step
+
+
+def updated_norm(grads, labeler, first, end, head_path="head"):
+  """The global L2 norm of ``grads`` over what a step updates: the leaves
+  ``labeler`` (path -> label) marks trainable, of the head only columns
+  ``[first, end)`` (``partition.keep_head_columns``)."""
+  trainable = partition.keep_frozen(
+      grads, jax.tree.map(jnp.zeros_like, grads), labeler)
+  return optax.tree.norm(partition.keep_head_columns(trainable, first, end,
+                                                     head_path))
 
 
 @functools.lru_cache(maxsize=None)

@@ -159,6 +159,12 @@ def get_config():
   config.train.eval_batch_size = 256
   config.train.checkpoint_every_epochs = 5
   config.train.num_devices = 0  # 0: all local devices
+  # What the models compute in: float32 | bfloat16 (activations, matmuls
+  # and convolutions of student and teacher; faster on TPUs and recent
+  # GPUs). Parameters, optimizer state, checkpoints and the loss math
+  # (softmax, CE, KD, penalties) stay float32. cil_jax's own models only:
+  # with a Flax or Keras teacher of your own, bfloat16 is refused.
+  config.train.dtype = "float32"
 
   # What a run writes besides results.json (process 0 only).
   config.outputs = config_dict.ConfigDict()

@@ -168,6 +168,15 @@ def test_bad_teacher_is_refused_before_the_workdir(plain_teacher, tmp_path,
   _refused(_config(plain_teacher[0], **flags), tmp_path, error, words)
 
 
+def test_bfloat16_is_refused_for_a_module_of_ones_own(plain_teacher,
+                                                      tmp_path):
+  config = _config(plain_teacher[0])
+  config.train.dtype = "bfloat16"
+  _refused(config, tmp_path, ValueError,
+           r"config.train.dtype='bfloat16'.*is a model of your own.*Set "
+           r"--config.train.dtype=float32")
+
+
 def test_known_class_is_named(plain_teacher, tmp_path):
   config = _config(plain_teacher[0], class_names="a,b,c,d,e,f")
   config.classes.groups = ((5, 6),)

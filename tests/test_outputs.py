@@ -132,7 +132,8 @@ def test_tensorboard_has_training_and_test_scalars(run):
                                     "tensorboard"))
   updates = [TRAIN_STEPS_PER_EPOCH * e for e in range(1, EPOCHS + 1)]
   for tag in ("train/loss", "train/ce", "train/kd", "train/accuracy",
-              "train/eps", "train/learning_rate", "steps_per_sec"):
+              "train/grad_norm", "train/eps", "train/learning_rate",
+              "steps_per_sec"):
     assert [step for step, _ in train_run[tag]] == updates, tag
   # Hyperparameters (eps and T), once.
   assert _tags(os.path.join(workdir, "eps_kd", "step_1", "tensorboard")).count(
@@ -151,6 +152,9 @@ def test_tensorboard_has_training_and_test_scalars(run):
   assert 0 < values["train/learning_rate"][1] < values[
       "train/learning_rate"][0] < 1e-3
   assert np.all(values["steps_per_sec"] > 0)
+  # The mean gradient norm of the updated parameters: finite and positive.
+  assert np.all(np.isfinite(values["train/grad_norm"])
+                & (values["train/grad_norm"] > 0))
   base = _scalars(os.path.join(workdir, "base", "step_0", "tensorboard"))
   np.testing.assert_allclose([v for _, v in base["train/kd"]], 0)
   for name in METHODS:

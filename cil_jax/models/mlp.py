@@ -1,8 +1,9 @@
 """Multi-layer perceptron backbone."""
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from cil_jax.models.layers import flatten
 from cil_jax.parallel import BATCH_AXIS
@@ -23,6 +24,7 @@ class MLP(nn.Module):
   dropout: float = 0.0
   frozen_layers: Sequence[str] = ()  # as at test time in training
   batch_norm: bool = False
+  dtype: Any = jnp.float32  # compute (``layers.Classifier``)
 
   @nn.compact
   def __call__(self, inputs, train=False):
@@ -31,19 +33,22 @@ class MLP(nn.Module):
       name = f"layer_{i:02d}"
       learns = train and name not in self.frozen_layers
       if self.batch_norm:
-        x = _DenseBN(size, name=name)(x, learns)
+        x = _DenseBN(size, self.dtype, name=name)(x, learns)
       else:
-        x = nn.Dense(size, name=name)(x)
+        x = nn.Dense(size, dtype=self.dtype, name=name)(x)
       x = nn.Dropout(self.dropout, deterministic=not learns)(nn.relu(x))
     return x
 
 
 class _DenseBN(nn.Module):
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train):
-    x = nn.Dense(self.features, name="dense")(x)
+    x = nn.Dense(self.features, dtype=self.dtype, name="dense")(x)
+    # Statistics are reduced in float32 whatever the dtype (flax's
+    # force_float32_reductions).
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
                         epsilon=1e-5, axis_name=BATCH_AXIS if train else None,
-                        name="bn")(x)
+                        dtype=self.dtype, name="bn")(x)

@@ -1,7 +1,7 @@
 """CIFAR-style ResNet (He et al. 2016, section 4.2): 6n+2 layers, BatchNorm."""
 
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,19 +15,19 @@ class ResidualBlock(nn.Module):
   features: int
   strides: int
   norm: functools.partial
+  conv: functools.partial
 
   @nn.compact
   def __call__(self, x, train):
     residual = x
-    y = nn.Conv(self.features, (3, 3), self.strides, use_bias=False,
-                name="conv1")(x)
+    y = self.conv(self.features, (3, 3), self.strides, name="conv1")(x)
     y = nn.relu(self.norm(name="bn1")(y, use_running_average=not train))
-    y = nn.Conv(self.features, (3, 3), use_bias=False, name="conv2")(y)
+    y = self.conv(self.features, (3, 3), name="conv2")(y)
     y = self.norm(name="bn2", scale_init=nn.initializers.zeros)(
         y, use_running_average=not train)
     if residual.shape != y.shape:
-      residual = nn.Conv(self.features, (1, 1), self.strides, use_bias=False,
-                         name="shortcut_conv")(residual)
+      residual = self.conv(self.features, (1, 1), self.strides,
+                           name="shortcut_conv")(residual)
       residual = self.norm(name="shortcut_bn")(residual,
                                                use_running_average=not train)
     return nn.relu(residual + y)
@@ -47,6 +47,7 @@ class ResNetCifar(nn.Module):
   # Layers whose BatchNorms use their running averages even in training,
   # so frozen layers compute what they compute at test time.
   frozen_layers: Sequence[str] = ()
+  dtype: Any = jnp.float32  # compute (``layers.Classifier``)
 
   @nn.compact
   def __call__(self, inputs, train=False):
@@ -54,20 +55,24 @@ class ResNetCifar(nn.Module):
       raise ValueError(f"ResNet depth must be 6n+2 (20, 32, 44, 56), got "
                        f"{self.depth}.")
     blocks_per_stage = (self.depth - 2) // 6
+    # BatchNorm reduces its statistics in float32 whatever the dtype
+    # (flax's force_float32_reductions).
     norm = functools.partial(
-        nn.BatchNorm, momentum=0.9, epsilon=1e-5,
+        nn.BatchNorm, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
         axis_name=BATCH_AXIS if (train and self.sync_batch_stats) else None)
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
 
     def learns(name):
       return train and name not in self.frozen_layers
 
-    x = _Stem(self.width, norm, name="layer_00")(inputs, learns("layer_00"))
+    x = _Stem(self.width, norm, conv, name="layer_00")(inputs,
+                                                        learns("layer_00"))
     index = 1
     for stage in range(3):
       for block in range(blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
         name = f"layer_{index:02d}"
-        x = ResidualBlock(self.width * 2**stage, strides, norm,
+        x = ResidualBlock(self.width * 2**stage, strides, norm, conv,
                           name=name)(x, learns(name))
         index += 1
     return jnp.mean(x, axis=(1, 2))
@@ -76,8 +81,9 @@ class ResNetCifar(nn.Module):
 class _Stem(nn.Module):
   features: int
   norm: functools.partial
+  conv: functools.partial
 
   @nn.compact
   def __call__(self, x, train):
-    x = nn.Conv(self.features, (3, 3), use_bias=False, name="conv")(x)
+    x = self.conv(self.features, (3, 3), name="conv")(x)
     return nn.relu(self.norm(name="bn")(x, use_running_average=not train))
