@@ -22,6 +22,7 @@ from typing import Optional
 
 from cil_jax import consolidation
 from cil_jax import equivalence
+from cil_jax import exemplars
 from cil_jax import fit
 from cil_jax import methods
 from cil_jax import rebalance
@@ -77,7 +78,9 @@ def train_jobs(ctx, t, jobs):
             if not step_outputs.has_classifier(job.step_dir)]
   start = time.perf_counter()
   replays = (step_build.replay_sets(ctx, t, [jobs[i] for i in to_fit],
-                                    keys.replay) if to_fit else None)
+                                    keys.replay)
+             or step_build.memory_sets(ctx, t, [jobs[i] for i in to_fit],
+                                       models) if to_fit else None)
   common = dict(train_data=train_data, num_old=ctx.num_old(t),
                 num_seen=ctx.num_seen(t), devices=ctx.devices,
                 dropout_key=keys.dropout, data_seed=keys.data_seed,
@@ -98,7 +101,10 @@ def train_jobs(ctx, t, jobs):
           "num_train_examples": train_data.global_examples,
           "data_placement": train_data.mode,
           "train_seconds": round(train_seconds, 2),
-          **({"replay": replays[0]["stats"]} if replays else {})})
+          **({"replay": replays[0]["stats"]}
+             if replays and "stats" in replays[0] else {}),
+          **({"memory_rows": len(job.previous.memory["label"])}
+             if job.method.rehearsal and job.previous else {})})
       for i, (job, member) in enumerate(zip(jobs, members))]
 
 
@@ -174,12 +180,14 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   """Saves a freshly trained model (or loads the one a killed run saved),
   evaluates it, writes ``result.json`` and drops the training checkpoints."""
   num_seen = ctx.num_seen(t)
-  penalty = None
+  penalty = memory = None
   if variables is None:
     variables = step_outputs.load_classifier(ctx, job.step_dir, num_seen,
                                              models.adapter_dim)
     if job.method.consolidate:
       penalty = step_outputs.load_penalty(job.step_dir)
+    if job.method.memory:
+      memory = exemplars.load(job.step_dir, ctx.config, num_seen)
   else:
     path_integral = variables.pop("path_integral", None)
     if job.method.consolidate:
@@ -199,6 +207,11 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
           variables, ctx.num_old(t), num_seen, ctx.head_path)
       print(f"{member.name}: weight aligning scaled the new columns by "
             f"{gamma:.4f}", flush=True)
+    if job.method.memory:  # before the classifier, like the penalty
+      memory = exemplars.after_step(
+          ctx, t, job.previous.memory if job.previous else None,
+          models.student, variables)
+      exemplars.save(job.step_dir, ctx.config, memory)
     step_outputs.save_classifier(ctx, job.step_dir, variables, num_seen,
                                  models.adapter_dim)
   record = {
@@ -208,13 +221,25 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
       "adapter_dim": models.adapter_dim, **training,
       **ctx.evaluate(variables, t, models.adapter_dim),
   }
+  if job.method.memory:
+    record["memory_size"] = len(memory["label"])
+  if job.method.nme and job.previous is not None:
+    # iCaRL's accuracy is its nearest-mean-of-exemplars classifier's; the
+    # head's own (argmax of the logits) is kept beside it.
+    logits = {f"logits_{k}": record[k] for k in ("acc_all", "acc_old",
+                                                  "acc_new")}
+    record.update(ctx.evaluate(
+        variables, t, models.adapter_dim,
+        class_means=exemplars.class_means(ctx, memory, models.student,
+                                          variables)),
+                  classifier="nme", **logits)
   step_outputs.write_record(job.step_dir, record)
   for directory in (member.checkpoint_dir, _head_checkpoints(member)):
     shutil.rmtree(directory, ignore_errors=True)
   print(f"{member.name}: acc_all {record['acc_all']:.4f} acc_old "
         f"{_fmt(record['acc_old'])} acc_new {record['acc_new']:.4f}",
         flush=True)
-  return StepResult(record, variables, penalty)
+  return StepResult(record, variables, penalty, memory)
 
 
 def _reuse(ctx, t, job):
@@ -227,7 +252,9 @@ def _reuse(ctx, t, job):
         f"{job.step_dir}", flush=True)
   penalty = (step_outputs.load_penalty(job.step_dir)
              if job.method.consolidate else None)
-  return StepResult(record, variables, penalty)
+  memory = (exemplars.load(job.step_dir, ctx.config, ctx.num_seen(t))
+            if job.method.memory else None)
+  return StepResult(record, variables, penalty, memory)
 
 
 def _structure(job):

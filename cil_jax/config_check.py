@@ -11,7 +11,9 @@ from cil_jax import losses
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import memory
 from cil_jax import regularizers
+from cil_jax import rehearsal
 from cil_jax import step_build
 from cil_jax.data import train_data
 from cil_jax.models import MODEL_NAMES
@@ -62,6 +64,7 @@ def validate(config, num_devices):
        "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
   _check_replay(config, need)
   _check_regularizers(config, need)
+  _check_memory(config, need)
   need(config.optim.name in optim.OPTIMIZERS,
        f"config.optim.name={config.optim.name!r}; use one of "
        f"{optim.OPTIMIZERS}.")
@@ -114,6 +117,7 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
           f" but step {t} of {name} trains on only {examples} examples "
           f"(classes {class_ids}) per process, not one full batch; lower "
           f"config.train.batch_size to at most {examples}.")
+  _check_memory_fits(ctx, all_methods)
   for method in all_methods:
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
@@ -142,6 +146,56 @@ def _check_regularizers(config, need):
        f"{config.teacher.checkpoint!r} is a given classifier without it; "
        f"remove {', '.join(used)} from config.methods, or train C_A here "
        f"(config.teacher.checkpoint='').")
+
+
+def _check_memory(config, need):
+  used = [n for n in methods.method_names(config.methods)
+          if n in rehearsal.REHEARSALS]
+  if not used:
+    return
+  m = config.memory
+  need(m.selection in memory.SELECTIONS,
+       f"config.memory.selection={m.selection!r} is not a selection rule; "
+       f"use one of {memory.SELECTIONS}.")
+  need(isinstance(m.per_class, int) and m.per_class >= 0,
+       f"config.memory.per_class={m.per_class!r} must be an int >= 0 (0: "
+       f"share config.memory.size among the seen classes).")
+  need(m.per_class or (isinstance(m.size, int) and m.size > 0),
+       f"config.memory.size={m.size!r}, but {', '.join(used)} rehearse "
+       f"from an exemplar memory of that many rows; set it > 0 (e.g. "
+       f"--config.memory.size=2000) or give config.memory.per_class.")
+  need(m.batch_size >= 0,
+       f"config.memory.batch_size={m.batch_size} must be >= 0 (0: "
+       f"config.train.batch_size).")
+  need(not config.teacher.checkpoint,
+       f"config.methods lists {', '.join(used)}, whose exemplar memory "
+       f"holds the teacher's training data, but config.teacher.checkpoint="
+       f"{config.teacher.checkpoint!r} is a given classifier without it; "
+       f"remove {', '.join(used)} from config.methods, or train C_A here "
+       f"(config.teacher.checkpoint='').")
+
+
+def _check_memory_fits(ctx, all_methods):
+  """A shared budget holds at least one exemplar of every class; the
+  memory indexes a training split held in memory."""
+  used = [m.name for m in all_methods if m.rehearsal]
+  if not used:
+    return
+  m = ctx.config.memory
+  if not m.per_class and m.size < ctx.num_outputs:
+    raise ValueError(
+        f"Invalid config: config.memory.size={m.size} is smaller than the "
+        f"{ctx.num_outputs} classes of the sequence, so the last step "
+        f"could keep no exemplar of some classes; raise config.memory.size "
+        f"to at least {ctx.num_outputs} (e.g. "
+        f"{20 * ctx.num_outputs} for 20 per class) or set "
+        f"config.memory.per_class.")
+  if ctx.source.arrays("train") is None:
+    raise ValueError(
+        f"Invalid config: config.methods lists {', '.join(used)}, whose "
+        f"exemplar memory indexes the training split in memory, but this "
+        f"split is streamed (too large to hold); use a smaller dataset or "
+        f"drop {', '.join(used)}.")
 
 
 def _check_replay(config, need):
