@@ -20,6 +20,9 @@ import shutil
 import time
 from typing import Optional
 
+import numpy as np
+
+from cil_jax import bias_correction
 from cil_jax import consolidation
 from cil_jax import equivalence
 from cil_jax import exemplars
@@ -29,6 +32,7 @@ from cil_jax import rebalance
 from cil_jax import step_build
 from cil_jax import step_outputs
 from cil_jax import timer
+from cil_jax.data import train_data as tdata
 from cil_jax.models.expand import resize_head
 from cil_jax.step_outputs import StepResult
 
@@ -67,6 +71,10 @@ def train_jobs(ctx, t, jobs):
   method, previous = jobs[0].method, jobs[0].previous
   keys = ctx.keys(t, method)
   train_data = ctx.train_data(ctx.train_classes(t, scratch=previous is None))
+  if method.rehearsal == "bic" and previous is not None:
+    # Equal per job: every job of a batch shares the previous model.
+    train_data = tdata.without_rows(
+        train_data, exemplars.held_out(ctx, t, previous.memory)[1]["index"])
   with timer.section("setup"):
     models = step_build.build_models(ctx, method, previous)
     members = step_build.make_members(ctx, t, jobs, models)
@@ -207,6 +215,9 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
           variables, ctx.num_old(t), num_seen, ctx.head_path)
       print(f"{member.name}: weight aligning scaled the new columns by "
             f"{gamma:.4f}", flush=True)
+    if job.method.rehearsal == "bic" and job.previous is not None:
+      variables, training = _correct_bias(ctx, t, job, variables, models,
+                                          training)
     if job.method.memory:  # before the classifier, like the penalty
       memory = exemplars.after_step(
           ctx, t, job.previous.memory if job.previous else None,
@@ -240,6 +251,33 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
         f"{_fmt(record['acc_old'])} acc_new {record['acc_new']:.4f}",
         flush=True)
   return StepResult(record, variables, penalty, memory)
+
+
+def _correct_bias(ctx, t, job, variables, models, training):
+  """BiC's second stage: (alpha, beta) of the new classes' logits fitted
+  on the step's held-out rows, folded into the head; the accuracy before
+  it is recorded beside."""
+  num_old, num_seen = ctx.num_old(t), ctx.num_seen(t)
+  _, held = exemplars.held_out(ctx, t, job.previous.memory)
+  images, _ = ctx.source.arrays("train")
+  logits = np.asarray(ctx.logits_fn(models.adapter_dim)(
+      variables, exemplars.normalised(ctx, images, held["index"])))
+  alpha, beta = bias_correction.fit(logits, held["label"], num_old,
+                                    num_seen)
+  before = ctx.evaluate(variables, t, models.adapter_dim)
+  variables = rebalance.map_head(
+      variables, ctx.head_path,
+      lambda head: rebalance.correct_bias(head, alpha, beta, num_old,
+                                          num_seen),
+      "a model whose head has a bias, or drop bic from config.methods")
+  print(f"{job.method.name} step {t}: bias correction alpha {alpha:.4f} "
+        f"beta {beta:.4f} on {len(held['label'])} held-out rows", flush=True)
+  return variables, dict(
+      training, bic_alpha=round(alpha, 6), bic_beta=round(beta, 6),
+      bic_held_out=len(held["label"]),
+      uncorrected_acc_all=before["acc_all"],
+      uncorrected_acc_old=before["acc_old"],
+      uncorrected_acc_new=before["acc_new"])
 
 
 def _reuse(ctx, t, job):

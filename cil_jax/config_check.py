@@ -167,6 +167,12 @@ def _check_memory(config, need):
   need(m.batch_size >= 0,
        f"config.memory.batch_size={m.batch_size} must be >= 0 (0: "
        f"config.train.batch_size).")
+  need(0 < config.bic.val_fraction < 1,
+       f"config.bic.val_fraction={config.bic.val_fraction} must be in (0, 1):"
+       f" the share of each class's exemplars held out to fit the bias "
+       f"correction; use e.g. 0.1.")
+  need(config.bic.kd_temperature > 0,
+       f"config.bic.kd_temperature={config.bic.kd_temperature} must be > 0.")
   need(not config.teacher.checkpoint,
        f"config.methods lists {', '.join(used)}, whose exemplar memory "
        f"holds the teacher's training data, but config.teacher.checkpoint="
@@ -176,8 +182,9 @@ def _check_memory(config, need):
 
 
 def _check_memory_fits(ctx, all_methods):
-  """A shared budget holds at least one exemplar of every class; the
-  memory indexes a training split held in memory."""
+  """A shared budget holds at least one exemplar of every class (bic: two,
+  one to hold out); the memory indexes a training split held in memory
+  (bic: on the devices)."""
   used = [m.name for m in all_methods if m.rehearsal]
   if not used:
     return
@@ -196,6 +203,19 @@ def _check_memory_fits(ctx, all_methods):
         f"exemplar memory indexes the training split in memory, but this "
         f"split is streamed (too large to hold); use a smaller dataset or "
         f"drop {', '.join(used)}.")
+  if "bic" not in used:
+    return
+  if (m.per_class or m.size // ctx.num_outputs) < 2:
+    raise ValueError(
+        f"Invalid config: bic holds out part of each class's exemplars and "
+        f"trains on the rest, but config.memory.size={m.size} leaves fewer "
+        f"than 2 per class at the last step; raise config.memory.size to "
+        f"at least {2 * ctx.num_outputs}.")
+  if train_data.placement_of(ctx.source, ctx.config.dataset) != "device":
+    raise ValueError(
+        "Invalid config: bic holds rows of the training split out of the "
+        "step, which needs the split on the devices; set "
+        "config.dataset.placement='device' or drop bic from config.methods.")
 
 
 def _check_replay(config, need):

@@ -29,6 +29,7 @@ MEMORY_FILE = "memory.json"
 # Rows per forward pass when computing features: one shape, one compile.
 _CHUNK = 1024
 _RANDOM_SALT = 0x3E3
+_HELD_OUT_SALT = 0xB1C
 
 
 def settings(config):
@@ -70,6 +71,28 @@ def after_step(ctx, t, previous, model, variables):
       memory = memory_lib.add(memory, int(ctx.mapping[class_id]), rows[order])
   memory_lib.check(memory, num_seen, budget(config, num_seen))
   return memory
+
+
+def held_out(ctx, t, memory):
+  """BiC's split at step ``t``: ``(memory rows that train, held-out rows
+  {"index", "label"})``. Each old class holds out its last
+  ``round(bic.val_fraction * its exemplars)`` (at least 1, and at least
+  1 left to train on), each new class as many of its training rows,
+  drawn at random (seeded by run, step and class); the step never trains
+  on them."""
+  counts = np.bincount(memory["label"])
+  count = int(counts[counts > 0].min())
+  per_class = min(max(1, round(ctx.config.bic.val_fraction * count)),
+                  count - 1)
+  kept, held = memory_lib.hold_out(memory, per_class)
+  _, labels = ctx.source.arrays("train")
+  for class_id in ctx.groups[t]:
+    rows = np.flatnonzero(labels == class_id)
+    order = memory_lib.random_order(
+        len(rows), per_class,
+        (ctx.config.seed, t, int(class_id), _HELD_OUT_SALT))
+    held = memory_lib.add(held, int(ctx.mapping[class_id]), rows[order])
+  return kept, held
 
 
 def normalised(ctx, images, rows):

@@ -83,6 +83,17 @@ def trim(memory, per_class):
   return {k: v[keep] for k, v in memory.items()}
 
 
+def hold_out(memory, per_class):
+  """``(kept, held)``: each class's last ``per_class`` rows held out (the
+  last selected, so the kept ones are still its first picks)."""
+  held = np.zeros(len(memory["label"]), bool)
+  for label in np.unique(memory["label"]):
+    rows = np.flatnonzero(memory["label"] == label)
+    held[rows[len(rows) - per_class:]] = True
+  return ({k: v[~held] for k, v in memory.items()},
+          {k: v[held] for k, v in memory.items()})
+
+
 def add(memory, label, rows):
   """``memory`` with class ``label``'s selected training ``rows`` (in
   selection order) appended."""

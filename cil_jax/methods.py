@@ -21,7 +21,11 @@ with cross-entropy over all seen classes on the batch and the memory rows;
 ``icarl`` trains on both with sigmoid binary cross-entropy whose old-class
 targets are the previous model's sigmoid outputs, and classifies by the
 nearest mean of exemplars; ``agem`` fine-tunes on the batch alone with
-A-GEM's projection of its gradient against the memory rows' gradient.
+A-GEM's projection of its gradient against the memory rows' gradient;
+``bic`` (``config.bic``) trains on both with (1 - lambda) CE + lambda
+times LwF's distillation (lambda = old / seen classes, T =
+``bic.kd_temperature``), on all but a held-out part of the memory and of
+the new data, then fits its bias correction on that part.
 """
 
 import dataclasses
@@ -33,11 +37,11 @@ from cil_jax import regularizers
 from cil_jax import rehearsal as rehearsal_lib
 
 METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "ewc", "si",
-           "mas", "er", "icarl", "agem")
+           "mas", "er", "icarl", "agem", "bic")
 # A method's ``index`` is its place here: "base" keeps 5, the index it had
 # before ewc, si and mas came, so C_A's data order and noise are unchanged.
 _INDEX_ORDER = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "base",
-                "ewc", "si", "mas", "er", "icarl", "agem")
+                "ewc", "si", "mas", "er", "icarl", "agem", "bic")
 AUTO = "auto"
 
 
@@ -174,9 +178,13 @@ def get_method(name, config):
                   penalty_weight=float(config[name].weight),
                   consolidate=(name,))
   if name in rehearsal_lib.REHEARSALS:
+    batch = int(config.memory.batch_size or config.train.batch_size)
+    if name == "bic":  # eps auto: lambda = old / seen classes
+      return Method(name, None, "renormalized",
+                    float(config.bic.kd_temperature), rehearsal=name,
+                    memory=True, replay_batch=batch)
     return Method(name, 0.0, rehearsal=name, memory=True,
-                  replay_batch=int(config.memory.batch_size
-                                   or config.train.batch_size))
+                  replay_batch=batch)
   if name == "lwf":
     return Method(name, 0.5, "renormalized", 2.0, False)
   if name == "finetune":

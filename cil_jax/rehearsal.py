@@ -9,13 +9,16 @@
   projected when it would raise the memory batch's loss, i.e. when its dot
   product with the memory batch's gradient g_ref is negative:
   g - (g . g_ref) / (g_ref . g_ref) * g_ref.
+- ``bic`` (Wu et al. 2019): cross-entropy and LwF's distillation on new
+  data and memory rows, then a bias correction of the new classes' logits
+  (``cil_jax.bias_correction``).
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
-REHEARSALS = ("er", "icarl", "agem")
+REHEARSALS = ("er", "icarl", "agem", "bic")
 
 
 def icarl_targets(teacher_logits, labels, num_old, num_seen):

@@ -178,9 +178,17 @@ def memory_sets(ctx, t, jobs, models):
     return None
   with timer.section("exemplars"):
     return [exemplars.replay_set(
-        ctx, job.previous.memory, ctx.num_old(t),
+        ctx, training_memory(ctx, t, job), ctx.num_old(t),
         models.teacher_logits_fn if method.distills else None,
         job.previous.variables) for job in jobs]
+
+
+def training_memory(ctx, t, job):
+  """The memory rows a step trains on: all of them, but for ``bic`` its
+  held-out part (``exemplars.held_out``)."""
+  if job.method.rehearsal == "bic":
+    return exemplars.held_out(ctx, t, job.previous.memory)[0]
+  return job.previous.memory
 
 
 def replay_sets(ctx, t, jobs, key):

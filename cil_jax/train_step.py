@@ -119,9 +119,11 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   sigmoid distillation loss on both (targets: the teacher's sigmoid
   outputs for old classes, one-hot for new); ``agem`` the cross-entropy
   on the batch, its gradient projected against the memory rows' (after
-  both are averaged over devices). The batch's BatchNorm statistics come
-  from the rows the loss trains on (the batch and, for er and icarl, the
-  memory rows).
+  both are averaged over devices); ``bic`` the eps mix of cross-entropy
+  and ``kd_form`` distillation of the teacher (``teacher_logits`` and
+  ``replay_logits``) on the batch and the memory rows. The batch's
+  BatchNorm statistics come from the rows the loss trains on (the batch
+  and, for er, icarl and bic, the memory rows).
   """
 
   def train_step(state, teacher, batch, rng):
@@ -134,7 +136,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
           teacher_apply(teacher, batch["image"], train=False))
 
     def loss_fn(params):
-      if rehearsal in ("er", "icarl"):
+      if rehearsal in ("er", "icarl", "bic"):
         return _joint_rows_loss(params)
       logits, updates = student_apply(
           {"params": params, "batch_stats": state.batch_stats},
@@ -164,25 +166,34 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
       return loss, (logits, updates.get("batch_stats", {}), ce, kd)
 
     def _joint_rows_loss(params):
-      """er and icarl: one pass over the batch and the memory rows."""
+      """er, icarl, bic: one pass over the batch and the memory rows."""
       rows = batch["image"].shape[0]
       all_logits, updates = student_apply(
           {"params": params, "batch_stats": state.batch_stats},
           jnp.concatenate([batch["image"], batch["replay_image"]]),
           train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
       labels = jnp.concatenate([batch["label"], batch["replay_label"]])
+      seen_logits = losses.mask_logits(all_logits, hparams["num_seen"])
+      kd = jnp.zeros(())
       if rehearsal == "er":
-        loss = losses.cross_entropy(
-            losses.mask_logits(all_logits, hparams["num_seen"]), labels)
+        loss = losses.cross_entropy(seen_logits, labels)
+      elif rehearsal == "bic":
+        ce = losses.cross_entropy(seen_logits, labels)
+        kd = losses.distillation(
+            kd_form, losses.mask_logits(
+                jnp.concatenate([teacher_logits, batch["replay_logits"]]),
+                hparams["num_old"]),
+            seen_logits, hparams["kd_temperature"], kd_t2_scaling,
+            num_old=hparams["num_old"])
+        loss = losses.eps_mix(ce, kd, hparams["eps"])
       else:
         targets = rehearsal_lib.icarl_targets(
             jnp.concatenate([teacher_logits, batch["replay_logits"]]),
             labels, hparams["num_old"], hparams["num_seen"])
         loss = rehearsal_lib.sigmoid_distillation(all_logits, targets,
                                                   hparams["num_seen"])
-      logits = losses.mask_logits(all_logits[:rows], hparams["num_seen"])
-      return loss, (logits, updates.get("batch_stats", {}), loss,
-                    jnp.zeros(()))
+      return loss, (seen_logits[:rows], updates.get("batch_stats", {}),
+                    loss, kd)
 
     def memory_grads(params):
       """A-GEM's reference: the cross-entropy gradient on the memory rows

@@ -14,7 +14,7 @@ def get_config():
   # (eps_kd with data-free replay, below), lwf, finetune (lower reference),
   # joint (oracle trained on all seen classes' data), the
   # regularisation methods ewc, si, mas and the rehearsal methods er,
-  # icarl, agem (below; these store old data).
+  # icarl, agem, bic (below; these store old data).
   config.methods = "eps_kd,finetune,joint"
 
   config.dataset = config_dict.ConfigDict()
@@ -157,6 +157,14 @@ def get_config():
   config.memory.per_class = 0
   config.memory.selection = "herding"
   config.memory.batch_size = 0
+  # bic (Wu et al. 2019; stores old data): (1 - lambda) CE + lambda LwF
+  # distillation at kd_temperature (lambda = old / seen classes) on new data
+  # and memory rows, then alpha * z + beta on the new classes' logits,
+  # fitted on val_fraction of each class's exemplars and as many new rows
+  # per new class, held out of the step's training.
+  config.bic = config_dict.ConfigDict()
+  config.bic.val_fraction = 0.1
+  config.bic.kd_temperature = 2.0
 
   config.optim = config_dict.ConfigDict()
   config.optim.name = "adam"  # sgd | adam | adamw

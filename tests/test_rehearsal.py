@@ -1,7 +1,7 @@
-"""The rehearsal methods (er, icarl, agem) and their exemplar memory:
-herding, the budget, A-GEM's projection, iCaRL's loss and classifier on
-hand-computed numbers; a short digits run against fine-tuning, resumed
-mid-sequence; config errors."""
+"""The rehearsal methods (er, icarl, agem, bic) and their exemplar memory:
+herding, the budget, A-GEM's projection, iCaRL's loss and classifier,
+BiC's bias correction on hand-computed numbers; a short digits run
+against fine-tuning, resumed mid-sequence; config errors."""
 
 import json
 import os
@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cil_jax import bias_correction
 from cil_jax import memory
+from cil_jax import rebalance
 from cil_jax import rehearsal
 from cil_jax import train
 from cil_jax.models import build_model
@@ -106,6 +108,35 @@ def test_nearest_mean_of_exemplars_by_hand():
                                 [0, 0])
 
 
+def test_bias_correction_recovers_the_new_logits_scale_and_shift():
+  # One old class (logit 0) and one new (logit z): p(new) = sigmoid(
+  # alpha z + beta), a logistic regression whose maximum likelihood on
+  # labels drawn with alpha = 0.5, beta = -1 is near them.
+  rng = np.random.default_rng(0)
+  z = rng.normal(0, 3, size=20000)
+  labels = (rng.random(20000) < 1 / (1 + np.exp(-(0.5 * z - 1)))).astype(
+      np.int32)
+  logits = np.stack([np.zeros_like(z), z, np.full_like(z, 5.0)], axis=1)
+  alpha, beta = bias_correction.fit(jnp.asarray(logits, jnp.float32),
+                                    jnp.asarray(labels), 1, 2)
+  assert abs(alpha - 0.5) < 0.05 and abs(beta + 1) < 0.1
+  # Folded into the head: the new column's logit is alpha z + beta, the
+  # old and the unseen ones unchanged, bit for bit.
+  head = {"kernel": np.array([[1.0, 2.0, 3.0]], np.float32),
+          "bias": np.array([0.5, 1.0, -1.0], np.float32)}
+  folded = rebalance.correct_bias(head, 0.5, -1.0, 1, 2)
+  np.testing.assert_array_equal(folded["kernel"], [[1.0, 1.0, 3.0]])
+  np.testing.assert_array_equal(folded["bias"], [0.5, -0.5, -1.0])
+  np.testing.assert_allclose(
+      bias_correction.corrected(jnp.array([[1.5, 3.0, 2.0]]), 0.5, -1.0, 1,
+                                2), [[1.5, 0.5, 2.0]])
+  kept, held = memory.hold_out({"index": np.arange(6, dtype=np.int32),
+                                "label": np.array([0, 0, 0, 1, 1, 1],
+                                                  np.int32)}, 1)
+  np.testing.assert_array_equal(kept["index"], [0, 1, 3, 4])
+  np.testing.assert_array_equal(held["index"], [2, 5])
+
+
 def test_features_are_the_heads_input():
   model = build_model(tiny_model_config("mlp"), 3)
   x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
@@ -119,7 +150,7 @@ def test_features_are_the_heads_input():
 
 def _sequence_config(**overrides):
   return small_config(**{
-      "methods": "er,icarl,finetune", "train.epochs": 4,
+      "methods": "er,icarl,bic,finetune", "train.epochs": 4,
       "train.checkpoint_every_epochs": 4, "outputs.plots": False,
       "memory.size": 120,
       "classes.groups": ((0, 1, 2, 3), (4, 5, 6), (7, 8, 9)), **overrides})
@@ -136,7 +167,7 @@ def test_er_and_icarl_keep_old_classes_and_resume_exactly(tmp_path):
   results = train.run(config, first)["methods"]
   finetune_old = results["finetune"]["final_acc_old"]
   assert finetune_old < 0.1
-  for name in ("er", "icarl"):
+  for name in ("er", "icarl", "bic"):
     assert results[name]["final_acc_old"] > finetune_old + 0.5, name
     for step, num_seen in ((1, 7), (2, 10)):
       stored = _memory_file(first, name, step)
@@ -146,6 +177,12 @@ def test_er_and_icarl_keep_old_classes_and_resume_exactly(tmp_path):
       assert np.all(np.bincount(labels) == 120 // num_seen)
   record = results["icarl"]["steps"][2]
   assert record["classifier"] == "nme" and "logits_acc_all" in record
+  record = results["bic"]["steps"][2]
+  # Held out: 10% of each old class's 17 exemplars (2) and 2 rows of each
+  # new class, never trained on.
+  assert record["bic_held_out"] == 2 * 10
+  assert record["num_train_examples"] == results["er"]["steps"][2][
+      "num_train_examples"] - 2 * 3
   # Step 2 trains on step 1's memory: each old class's first exemplars.
   step_1, step_2 = (_memory_file(first, "er", s) for s in (1, 2))
   for label in range(7):
@@ -177,6 +214,8 @@ def test_er_and_icarl_keep_old_classes_and_resume_exactly(tmp_path):
     ({"memory.size": 7}, "config.memory.size"),  # < 10 classes
     ({"memory.selection": "best"}, "config.memory.selection"),
     ({"memory.per_class": -1}, "config.memory.per_class"),
+    ({"methods": "bic", "memory.size": 15}, "config.memory.size"),
+    ({"methods": "bic", "bic.val_fraction": 1.0}, "config.bic.val_fraction"),
 ])
 def test_bad_memory_config_fails_before_the_workdir(tmp_path, override, key):
   config = _sequence_config(**override)

@@ -29,8 +29,7 @@ SETTINGS = {  # directory: (model, config arguments)
     "digits_5x2": ("MLP 64-256-256", "configs/default.py"),
 }
 METHODS = ("finetune", "lwf", "ewc", "si", "mas", "joint", "er", "icarl",
-           "agem")
-MEMORY_SIZES = (200, 2000)
+           "agem", "bic")
 GROUPS = "((0,1),(2,3),(4,5),(6,7),(8,9))"
 # van de Ven & Tolias 2019 ("Three scenarios for continual learning"),
 # class-incremental split MNIST, MLP 2x400, final accuracy on all classes.
@@ -43,12 +42,16 @@ def collect(runs):
   ``RUNS/<setting>/seed_<n>/results.json`` (weight ``None``: the
   default), the weight runs ``RUNS/<setting>_weights/<method>_<weight>/
   seed_<n>/results.json`` and the rehearsal runs
-  ``RUNS/<setting>_memory_<size>/seed_<n>/results.json``."""
+  ``RUNS/<setting>_memory_<size>[_<methods>]/seed_<n>/results.json``."""
   rows = {}
   for setting in SETTINGS:
+    prefix = f"{setting}_memory_"
     sources = [(os.path.join(runs, setting), None, 0)] + [
-        (os.path.join(runs, f"{setting}_memory_{size}"), None, size)
-        for size in MEMORY_SIZES]
+        (os.path.join(runs, name), None,
+         int(name[len(prefix):].split("_")[0]))
+        for name in sorted(os.listdir(runs) if os.path.isdir(runs) else [])
+        if name.startswith(prefix)
+        and os.path.isdir(os.path.join(runs, name))]
     weights_dir = os.path.join(runs, setting + "_weights")
     if os.path.isdir(weights_dir):
       sources += [(os.path.join(weights_dir, name),

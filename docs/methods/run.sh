@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/methods.md and docs/methods/results.json: the
-# rehearsal methods (er, icarl, agem; they store old data) and the
+# rehearsal methods (er, icarl, agem, bic; they store old data) and the
 # regularisation methods (ewc, si, mas) beside finetune, lwf and joint in
 # class-incremental learning of 5 steps x 2 classes, on Fashion-MNIST (MLP
 # 784-400-400, Adam 1e-3 cosine, batch 128, 5 epochs per step) and on
@@ -10,7 +10,8 @@
 # partial run still covers both. Then each penalty's weight at 100 and
 # 10,000 times its default, seed 0. The rehearsal methods run at memory
 # sizes 200 and 2,000, one process per dataset, memory size and seed
-# (C_A trained once for the three), seed 0 of every setting first.
+# (C_A trained once for the three; bic in a process of its own, in
+# <setting>_memory_<size>_bic), seed 0 of every setting first.
 # PARTS (default "rehearsal regularisation") picks the parts to run.
 # Resumable: a finished run (its results.json present) is skipped, an
 # unfinished one resumes; run at most one training process at a time.
@@ -43,10 +44,14 @@ if [[ " $PARTS " == *" rehearsal "* ]]; then
   for seed in ${SEEDS:-0 1 2}; do
     for dataset in fashion_mnist digits; do
       for size in 200 2000; do
-        run_in "$RUNS/${dataset}_5x2_memory_$size/seed_$seed" \
-            --config "$(config_of $dataset)" --config.seed=$seed \
-            --config.classes.groups="$GROUPS_5X2" \
-            --config.methods=$REHEARSAL --config.memory.size=$size
+        for methods in $REHEARSAL bic; do
+          suffix=""
+          [ "$methods" = bic ] && suffix=_bic
+          run_in "$RUNS/${dataset}_5x2_memory_$size$suffix/seed_$seed" \
+              --config "$(config_of $dataset)" --config.seed=$seed \
+              --config.classes.groups="$GROUPS_5X2" \
+              --config.methods=$methods --config.memory.size=$size
+        done
       done
     done
   done
