@@ -150,8 +150,8 @@ def test_features_are_the_heads_input():
 
 def _sequence_config(**overrides):
   return small_config(**{
-      "methods": "er,icarl,bic,finetune", "train.epochs": 4,
-      "train.checkpoint_every_epochs": 4, "outputs.plots": False,
+      "methods": "er,icarl,bic,finetune", "train.epochs": 2,
+      "train.checkpoint_every_epochs": 2, "outputs.plots": False,
       "memory.size": 120,
       "classes.groups": ((0, 1, 2, 3), (4, 5, 6), (7, 8, 9)), **overrides})
 
