@@ -161,8 +161,9 @@ def _check_memory(config, need):
        f"config.memory.per_class={m.per_class!r} must be an int >= 0 (0: "
        f"share config.memory.size among the seen classes).")
   need(m.per_class or (isinstance(m.size, int) and m.size > 0),
-       f"config.memory.size={m.size!r}, but {', '.join(used)} rehearse "
-       f"from an exemplar memory of that many rows; set it > 0 (e.g. "
+       f"config.memory.size={m.size!r}, but config.methods lists "
+       f"{', '.join(used)}, which rehearse from an exemplar memory of that "
+       f"many rows; set it > 0 (e.g. "
        f"--config.memory.size=2000) or give config.memory.per_class.")
   need(m.batch_size >= 0,
        f"config.memory.batch_size={m.batch_size} must be >= 0 (0: "
