@@ -106,7 +106,12 @@ def normalised(ctx, images, rows):
 def features_of(model, variables, images):
   """The penultimate features (``[rows, d]``, not normalised) of
   ``images`` under ``variables``, in inference mode."""
-  fn = _features_fn(model.apply)
+  return _in_chunks(_features_fn(model.apply), variables, images)
+
+
+def _in_chunks(fn, variables, images):
+  """``fn(variables, images)`` a ``_CHUNK`` of rows at a time, the last
+  chunk zero-padded: one shape, one compile."""
   out = []
   for start in range(0, len(images), _CHUNK):
     part = images[start:start + _CHUNK]
@@ -127,18 +132,22 @@ def replay_set(ctx, memory, num_old, teacher_logits_fn=None,
                teacher_variables=None):
   """The rows a rehearsal step draws beside each batch: the memory's
   normalised images and labels, and, given a teacher, its logits on
-  them. The one place old-class training rows enter a step: each must be
-  an old class's (``batches.check_memory_labels``)."""
+  them, zero-padded to the run's largest budget with the real rows'
+  ``count`` (``data.replay``), so every step has one shape. The one place
+  old-class training rows enter a step: each must be an old class's
+  (``batches.check_memory_labels``)."""
   batches.check_memory_labels(memory["label"], num_old)
   images, _ = ctx.source.arrays("train")
+  count = len(memory["label"])
+  capacity = budget(ctx.config, ctx.num_outputs)
   out = {"image": normalised(ctx, images, memory["index"]),
          "label": memory["label"]}
   if teacher_logits_fn is not None:
-    out["logits"] = np.concatenate([
-        np.asarray(teacher_logits_fn(teacher_variables,
-                                     out["image"][i:i + _CHUNK]))
-        for i in range(0, len(memory["label"]), _CHUNK)])
-  return out
+    out["logits"] = _in_chunks(teacher_logits_fn, teacher_variables,
+                               out["image"])
+  out = {k: np.concatenate([v, np.zeros((capacity - count, *v.shape[1:]),
+                                        v.dtype)]) for k, v in out.items()}
+  return dict(out, count=np.int32(count))
 
 
 def class_means(ctx, memory, model, variables):

@@ -29,11 +29,13 @@ _SALT = 0x5E9
 def attach(data, replay, rows_per_device, devices):
   """A copy of a step's training ``data`` (``train_data``) whose batches
   carry ``rows_per_device`` rows of ``replay`` (``image`` and ``logits``
-  and/or ``label`` host arrays) per device."""
+  and/or ``label`` host arrays) per device. With ``count``, only the
+  first ``count`` rows are drawn: an exemplar memory padded to its
+  budget keeps one shape, and one compiled step, over the steps."""
   data = copy.copy(data)
   data.resident = dict(data.resident, replay=parallel.replicate(
-      {k: replay[k] for k in ("image", "logits", "label") if k in replay},
-      devices))
+      {k: replay[k] for k in ("image", "logits", "label", "count")
+       if k in replay}, devices))
   data.batch_fn = with_replay(data.batch_fn, rows_per_device)
   return data
 
@@ -47,6 +49,8 @@ def with_replay(batch_fn, rows):
     replay = resident["replay"]
     key = jax.random.fold_in(augment_lib.device_key(feed["augment_seed"]),
                              _SALT)
-    index = jax.random.randint(key, (rows,), 0, replay["image"].shape[0])
-    return dict(batch, **{f"replay_{k}": v[index] for k, v in replay.items()})
+    count = replay.get("count", replay["image"].shape[0])
+    index = jax.random.randint(key, (rows,), 0, count)
+    return dict(batch, **{f"replay_{k}": v[index]
+                          for k, v in replay.items() if k != "count"})
   return replay_batch_fn
