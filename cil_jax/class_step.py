@@ -20,14 +20,19 @@ import shutil
 import time
 from typing import Optional
 
+import numpy as np
+
+from cil_jax import bias_correction
 from cil_jax import consolidation
 from cil_jax import equivalence
+from cil_jax import exemplars
 from cil_jax import fit
 from cil_jax import methods
 from cil_jax import rebalance
 from cil_jax import step_build
 from cil_jax import step_outputs
 from cil_jax import timer
+from cil_jax.data import train_data as tdata
 from cil_jax.models.expand import resize_head
 from cil_jax.step_outputs import StepResult
 
@@ -66,6 +71,10 @@ def train_jobs(ctx, t, jobs):
   method, previous = jobs[0].method, jobs[0].previous
   keys = ctx.keys(t, method)
   train_data = ctx.train_data(ctx.train_classes(t, scratch=previous is None))
+  if method.rehearsal == "bic" and previous is not None:
+    # Equal per job: every job of a batch shares the previous model.
+    train_data = tdata.without_rows(
+        train_data, exemplars.held_out(ctx, t, previous.memory)[1]["index"])
   with timer.section("setup"):
     models = step_build.build_models(ctx, method, previous)
     members = step_build.make_members(ctx, t, jobs, models)
@@ -77,7 +86,9 @@ def train_jobs(ctx, t, jobs):
             if not step_outputs.has_classifier(job.step_dir)]
   start = time.perf_counter()
   replays = (step_build.replay_sets(ctx, t, [jobs[i] for i in to_fit],
-                                    keys.replay) if to_fit else None)
+                                    keys.replay)
+             or step_build.memory_sets(ctx, t, [jobs[i] for i in to_fit],
+                                       models) if to_fit else None)
   common = dict(train_data=train_data, num_old=ctx.num_old(t),
                 num_seen=ctx.num_seen(t), devices=ctx.devices,
                 dropout_key=keys.dropout, data_seed=keys.data_seed,
@@ -98,7 +109,10 @@ def train_jobs(ctx, t, jobs):
           "num_train_examples": train_data.global_examples,
           "data_placement": train_data.mode,
           "train_seconds": round(train_seconds, 2),
-          **({"replay": replays[0]["stats"]} if replays else {})})
+          **({"replay": replays[0]["stats"]}
+             if replays and "stats" in replays[0] else {}),
+          **({"memory_rows": len(job.previous.memory["label"])}
+             if job.method.rehearsal and job.previous else {})})
       for i, (job, member) in enumerate(zip(jobs, members))]
 
 
@@ -176,12 +190,14 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   """Saves a freshly trained model (or loads the one a killed run saved),
   evaluates it, writes ``result.json`` and drops the training checkpoints."""
   num_seen = ctx.num_seen(t)
-  penalty = None
+  penalty = memory = None
   if variables is None:
     variables = step_outputs.load_classifier(ctx, job.step_dir, num_seen,
                                              models.adapter_dim)
     if job.method.consolidate:
       penalty = step_outputs.load_penalty(job.step_dir)
+    if job.method.memory:
+      memory = exemplars.load(job.step_dir, ctx.config, num_seen)
   else:
     path_integral = variables.pop("path_integral", None)
     if job.method.consolidate:
@@ -201,6 +217,14 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
           variables, ctx.num_old(t), num_seen, ctx.head_path)
       print(f"{member.name}: weight aligning scaled the new columns by "
             f"{gamma:.4f}", flush=True)
+    if job.method.rehearsal == "bic" and job.previous is not None:
+      variables, training = _correct_bias(ctx, t, job, variables, models,
+                                          training)
+    if job.method.memory:  # before the classifier, like the penalty
+      memory = exemplars.after_step(
+          ctx, t, job.previous.memory if job.previous else None,
+          models.student, variables)
+      exemplars.save(job.step_dir, ctx.config, memory)
     step_outputs.save_classifier(ctx, job.step_dir, variables, num_seen,
                                  models.adapter_dim)
   record = {
@@ -210,13 +234,52 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
       "adapter_dim": models.adapter_dim, **training,
       **ctx.evaluate(variables, t, models.adapter_dim),
   }
+  if job.method.memory:
+    record["memory_size"] = len(memory["label"])
+  if job.method.nme and job.previous is not None:
+    # iCaRL's accuracy is its nearest-mean-of-exemplars classifier's; the
+    # head's own (argmax of the logits) is kept beside it.
+    logits = {f"logits_{k}": record[k] for k in ("acc_all", "acc_old",
+                                                  "acc_new")}
+    record.update(ctx.evaluate(
+        variables, t, models.adapter_dim,
+        class_means=exemplars.class_means(ctx, memory, models.student,
+                                          variables)),
+                  classifier="nme", **logits)
   step_outputs.write_record(job.step_dir, record)
   for directory in (member.checkpoint_dir, _head_checkpoints(member)):
     shutil.rmtree(directory, ignore_errors=True)
   print(f"{member.name}: acc_all {record['acc_all']:.4f} acc_old "
         f"{_fmt(record['acc_old'])} acc_new {record['acc_new']:.4f}",
         flush=True)
-  return StepResult(record, variables, penalty)
+  return StepResult(record, variables, penalty, memory)
+
+
+def _correct_bias(ctx, t, job, variables, models, training):
+  """BiC's second stage: (alpha, beta) of the new classes' logits fitted
+  on the step's held-out rows, folded into the head; the accuracy before
+  it is recorded beside."""
+  num_old, num_seen = ctx.num_old(t), ctx.num_seen(t)
+  _, held = exemplars.held_out(ctx, t, job.previous.memory)
+  images, _ = ctx.source.arrays("train")
+  logits = np.asarray(ctx.logits_fn(models.adapter_dim)(
+      variables, exemplars.normalised(ctx, images, held["index"])))
+  alpha, beta = bias_correction.fit(logits, held["label"], num_old,
+                                    num_seen)
+  before = ctx.evaluate(variables, t, models.adapter_dim)
+  variables = rebalance.map_head(
+      variables, ctx.head_path,
+      lambda head: rebalance.correct_bias(head, alpha, beta, num_old,
+                                          num_seen),
+      "a model whose head has a bias, or drop bic from config.methods")
+  print(f"{job.method.name} step {t}: bias correction alpha {alpha:.4f} "
+        f"beta {beta:.4f} on {len(held['label'])} held-out rows", flush=True)
+  return variables, dict(
+      training, bic_alpha=round(alpha, 6), bic_beta=round(beta, 6),
+      bic_held_out=len(held["label"]),
+      uncorrected_acc_all=before["acc_all"],
+      uncorrected_acc_old=before["acc_old"],
+      uncorrected_acc_new=before["acc_new"])
 
 
 def _reuse(ctx, t, job):
@@ -229,7 +292,9 @@ def _reuse(ctx, t, job):
         f"{job.step_dir}", flush=True)
   penalty = (step_outputs.load_penalty(job.step_dir)
              if job.method.consolidate else None)
-  return StepResult(record, variables, penalty)
+  memory = (exemplars.load(job.step_dir, ctx.config, ctx.num_seen(t))
+            if job.method.memory else None)
+  return StepResult(record, variables, penalty, memory)
 
 
 def _structure(job):

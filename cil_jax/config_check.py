@@ -11,7 +11,9 @@ from cil_jax import losses
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
+from cil_jax import memory
 from cil_jax import regularizers
+from cil_jax import rehearsal
 from cil_jax import step_build
 from cil_jax.data import train_data
 from cil_jax.models import COMPUTE_DTYPES
@@ -63,6 +65,7 @@ def validate(config, num_devices):
        "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
   _check_replay(config, need)
   _check_regularizers(config, need)
+  _check_memory(config, need)
   need(config.optim.name in optim.OPTIMIZERS,
        f"config.optim.name={config.optim.name!r}; use one of "
        f"{optim.OPTIMIZERS}.")
@@ -128,6 +131,7 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
           f" but step {t} of {name} trains on only {examples} examples "
           f"(classes {class_ids}) per process, not one full batch; lower "
           f"config.train.batch_size to at most {examples}.")
+  _check_memory_fits(ctx, all_methods)
   for method in all_methods:
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
@@ -156,6 +160,77 @@ def _check_regularizers(config, need):
        f"{config.teacher.checkpoint!r} is a given classifier without it; "
        f"remove {', '.join(used)} from config.methods, or train C_A here "
        f"(config.teacher.checkpoint='').")
+
+
+def _check_memory(config, need):
+  used = [n for n in methods.method_names(config.methods)
+          if n in rehearsal.REHEARSALS]
+  if not used:
+    return
+  m = config.memory
+  need(m.selection in memory.SELECTIONS,
+       f"config.memory.selection={m.selection!r} is not a selection rule; "
+       f"use one of {memory.SELECTIONS}.")
+  need(isinstance(m.per_class, int) and m.per_class >= 0,
+       f"config.memory.per_class={m.per_class!r} must be an int >= 0 (0: "
+       f"share config.memory.size among the seen classes).")
+  need(m.per_class or (isinstance(m.size, int) and m.size > 0),
+       f"config.memory.size={m.size!r}, but config.methods lists "
+       f"{', '.join(used)}, which rehearse from an exemplar memory of that "
+       f"many rows; set it > 0 (e.g. "
+       f"--config.memory.size=2000) or give config.memory.per_class.")
+  need(m.batch_size >= 0,
+       f"config.memory.batch_size={m.batch_size} must be >= 0 (0: "
+       f"config.train.batch_size).")
+  need(0 < config.bic.val_fraction < 1,
+       f"config.bic.val_fraction={config.bic.val_fraction} must be in (0, 1):"
+       f" the share of each class's exemplars held out to fit the bias "
+       f"correction; use e.g. 0.1.")
+  need(config.bic.kd_temperature > 0,
+       f"config.bic.kd_temperature={config.bic.kd_temperature} must be > 0.")
+  need(not config.teacher.checkpoint,
+       f"config.methods lists {', '.join(used)}, whose exemplar memory "
+       f"holds the teacher's training data, but config.teacher.checkpoint="
+       f"{config.teacher.checkpoint!r} is a given classifier without it; "
+       f"remove {', '.join(used)} from config.methods, or train C_A here "
+       f"(config.teacher.checkpoint='').")
+
+
+def _check_memory_fits(ctx, all_methods):
+  """A shared budget holds at least one exemplar of every class (bic: two,
+  one to hold out); the memory indexes a training split held in memory
+  (bic: on the devices)."""
+  used = [m.name for m in all_methods if m.rehearsal]
+  if not used:
+    return
+  m = ctx.config.memory
+  if not m.per_class and m.size < ctx.num_outputs:
+    raise ValueError(
+        f"Invalid config: config.memory.size={m.size} is smaller than the "
+        f"{ctx.num_outputs} classes of the sequence, so the last step "
+        f"could keep no exemplar of some classes; raise config.memory.size "
+        f"to at least {ctx.num_outputs} (e.g. "
+        f"{20 * ctx.num_outputs} for 20 per class) or set "
+        f"config.memory.per_class.")
+  if ctx.source.arrays("train") is None:
+    raise ValueError(
+        f"Invalid config: config.methods lists {', '.join(used)}, whose "
+        f"exemplar memory indexes the training split in memory, but this "
+        f"split is streamed (too large to hold); use a smaller dataset or "
+        f"drop {', '.join(used)}.")
+  if "bic" not in used:
+    return
+  if (m.per_class or m.size // ctx.num_outputs) < 2:
+    raise ValueError(
+        f"Invalid config: bic holds out part of each class's exemplars and "
+        f"trains on the rest, but config.memory.size={m.size} leaves fewer "
+        f"than 2 per class at the last step; raise config.memory.size to "
+        f"at least {2 * ctx.num_outputs}.")
+  if train_data.placement_of(ctx.source, ctx.config.dataset) != "device":
+    raise ValueError(
+        "Invalid config: bic holds rows of the training split out of the "
+        "step, which needs the split on the devices; set "
+        "config.dataset.placement='device' or drop bic from config.methods.")
 
 
 def _check_replay(config, need):

@@ -12,6 +12,20 @@ The regularisation methods ``ewc``, ``si`` and ``mas``
 (``cil_jax.regularizers``) are fine-tuning of all layers plus a quadratic
 penalty towards the previous model, weighted by ``config.<name>.weight``;
 no distillation, no stored data.
+
+The rehearsal methods ``er``, ``icarl`` and ``agem``
+(``cil_jax.rehearsal``) store old data: an exemplar memory
+(``config.memory``, ``cil_jax.exemplars``) whose rows come beside every
+batch, ``config.memory.batch_size`` of them. ``er`` fine-tunes all layers
+with cross-entropy over all seen classes on the batch and the memory rows;
+``icarl`` trains on both with sigmoid binary cross-entropy whose old-class
+targets are the previous model's sigmoid outputs, and classifies by the
+nearest mean of exemplars; ``agem`` fine-tunes on the batch alone with
+A-GEM's projection of its gradient against the memory rows' gradient;
+``bic`` (``config.bic``) trains on both with (1 - lambda) CE + lambda
+times LwF's distillation (lambda = old / seen classes, T =
+``bic.kd_temperature``), on all but a held-out part of the memory and of
+the new data, then fits its bias correction on that part.
 """
 
 import dataclasses
@@ -20,13 +34,14 @@ from typing import Optional
 from cil_jax import inversion
 from cil_jax import losses
 from cil_jax import regularizers
+from cil_jax import rehearsal as rehearsal_lib
 
 METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "ewc", "si",
-           "mas")
+           "mas", "er", "icarl", "agem", "bic")
 # A method's ``index`` is its place here: "base" keeps 5, the index it had
 # before ewc, si and mas came, so C_A's data order and noise are unchanged.
 _INDEX_ORDER = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "base",
-                "ewc", "si", "mas")
+                "ewc", "si", "mas", "er", "icarl", "agem", "bic")
 AUTO = "auto"
 
 
@@ -54,7 +69,13 @@ class Method:
   ``penalty_weight``; ``consolidate`` names the regularisers whose anchor
   and importance the step's model leaves for the next step
   (``cil_jax.consolidation``): its own for a regularisation method, and
-  for C_A every one a run's methods use."""
+  for C_A every one a run's methods use.
+
+  Rehearsal: ``rehearsal`` (``er``, ``icarl``, ``agem`` or ``""``) draws
+  ``replay_batch`` exemplar memory rows beside each batch and trains on
+  them its way (``train_step``); ``memory``: the step leaves an exemplar
+  memory for the next (a rehearsal method's steps, and C_A in a run with
+  one)."""
   name: str
   eps: Optional[float]
   kd_form: str = "full"
@@ -77,10 +98,19 @@ class Method:
   regularizer: str = ""
   penalty_weight: float = 0.0
   consolidate: tuple = ()
+  rehearsal: str = ""
+  memory: bool = False
 
   @property
   def distills(self):
-    return self.eps is None or self.eps > 0
+    """Whether the step runs the previous model as a teacher (iCaRL's
+    targets are its outputs)."""
+    return self.rehearsal == "icarl" or self.eps is None or self.eps > 0
+
+  @property
+  def nme(self):
+    """Classified by the nearest mean of exemplars (iCaRL)."""
+    return self.rehearsal == "icarl"
 
   @property
   def index(self):
@@ -147,6 +177,14 @@ def get_method(name, config):
     return Method(name, 0.0, regularizer=name,
                   penalty_weight=float(config[name].weight),
                   consolidate=(name,))
+  if name in rehearsal_lib.REHEARSALS:
+    batch = int(config.memory.batch_size or config.train.batch_size)
+    if name == "bic":  # eps auto: lambda = old / seen classes
+      return Method(name, None, "renormalized",
+                    float(config.bic.kd_temperature), rehearsal=name,
+                    memory=True, replay_batch=batch)
+    return Method(name, 0.0, rehearsal=name, memory=True,
+                  replay_batch=batch)
   if name == "lwf":
     return Method(name, 0.5, "renormalized", 2.0, False)
   if name == "finetune":
@@ -171,6 +209,8 @@ BASE = Method("base", 0.0)  # step 0: plain cross-entropy on the first group
 
 def base_for(all_methods):
   """C_A's method: ``BASE``, leaving the anchor and importance of every
-  regulariser among ``all_methods``."""
+  regulariser among ``all_methods``, and an exemplar memory if one of
+  them rehearses."""
   kinds = sorted({m.regularizer for m in all_methods if m.regularizer})
-  return dataclasses.replace(BASE, consolidate=tuple(kinds))
+  return dataclasses.replace(BASE, consolidate=tuple(kinds),
+                             memory=any(m.memory for m in all_methods))

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 
+from cil_jax import exemplars
 from cil_jax import fit
 from cil_jax import inversion
 from cil_jax import optim
@@ -59,13 +60,15 @@ def structure(method, previous):
   """What must be equal for two steps to share models and a compiled step:
   the layer preset, the student's adapter, whether the CE is local and,
   when distilling, the KD form and the teacher's adapter; whether a
-  penalty is added and SI's path integral tracked. Method names, eps,
+  penalty is added and SI's path integral tracked; the rehearsal.
+  Method names, eps,
   T, the penalty's weight and weight aligning (after training) are not
   part of it."""
   distills = previous is not None and method.distills
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
           method.freeze_batch_stats, method.balanced_replay,
+          method.rehearsal if previous is not None else "",
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
           if distills else None) + (
               (uses_penalty(method, previous), tracks_path_integral(method))
@@ -120,7 +123,8 @@ def _build(ctx, method, previous):
       local_ce=local_ce(method, previous), head_path=ctx.head_path,
       balanced_replay=method.balanced_replay,
       penalty=uses_penalty(method, previous),
-      path_integral=tracks_path_integral(method))
+      path_integral=tracks_path_integral(method),
+      rehearsal=method.rehearsal if previous is not None else "")
   teacher_logits_fn = None
   if teacher is not None:
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))
@@ -163,6 +167,28 @@ def make_members(ctx, t, jobs, models):
 def uses_replay(method, previous):
   """Replay needs old classes and a model that knew them."""
   return method.replay is not None and previous is not None
+
+
+def memory_sets(ctx, t, jobs, models):
+  """Per job, the exemplar memory rows of its previous model
+  (``exemplars.replay_set``, with the teacher's logits for iCaRL), or
+  ``None`` for all when the method does not rehearse."""
+  method = jobs[0].method
+  if not method.rehearsal or jobs[0].previous is None:
+    return None
+  with timer.section("exemplars"):
+    return [exemplars.replay_set(
+        ctx, training_memory(ctx, t, job), ctx.num_old(t),
+        models.teacher_logits_fn if method.distills else None,
+        job.previous.variables) for job in jobs]
+
+
+def training_memory(ctx, t, job):
+  """The memory rows a step trains on: all of them, but for ``bic`` its
+  held-out part (``exemplars.held_out``)."""
+  if job.method.rehearsal == "bic":
+    return exemplars.held_out(ctx, t, job.previous.memory)[0]
+  return job.previous.memory
 
 
 def replay_sets(ctx, t, jobs, key):

@@ -164,14 +164,23 @@ class StepContext:
       self._train_data = (class_ids, data)
     return data
 
-  def evaluate(self, variables, t, adapter_dim):
+  def evaluate(self, variables, t, adapter_dim, class_means=None):
     """Test metrics after step ``t`` over all classes seen by then, of a
-    sequence-wide model's ``variables``."""
+    sequence-wide model's ``variables``: its head's argmax, or with
+    ``class_means`` (``[outputs, d]``) the nearest mean of exemplars
+    (iCaRL's classifier)."""
     num_seen = self.num_seen(t)
-    if adapter_dim not in self._eval_steps:  # one compile per structure
-      self._eval_steps[adapter_dim] = ts.make_eval_step(
-          self.model(self.num_outputs, adapter_dim).apply)
-    eval_step = self._eval_steps[adapter_dim]
+    nme = class_means is not None
+    if (adapter_dim, nme) not in self._eval_steps:  # one compile each
+      apply = self.model(self.num_outputs, adapter_dim).apply
+      self._eval_steps[adapter_dim, nme] = (
+          ts.make_nme_eval_step(apply) if nme else ts.make_eval_step(apply))
+    step = self._eval_steps[adapter_dim, nme]
+    if nme:
+      def eval_step(v, images, num_seen):
+        return step(v, images, class_means, num_seen)
+    else:
+      eval_step = step
     start = time.perf_counter()
     test_classes = tuple(self.order[:num_seen])
     if test_classes not in self._test_data:  # decoded once, kept in memory

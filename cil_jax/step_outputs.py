@@ -7,12 +7,14 @@ A step directory holds::
                  regulariser, the anchor and importance the model leaves
                  for the next step (``cil_jax.consolidation``), written
                  before classifier/
+  memory.json    rehearsal methods and their C_A: the exemplar memory
+                 after the step (``cil_jax.exemplars``), before classifier/
   result.json    its test metrics (written last: the step is finished)
   checkpoints/   resumable training state, only while training
   tensorboard/   the training curves (``cil_jax.tensorboard``), if written
 
 ``StepResult`` is the step's value in memory: its ``record`` (the content
-of ``result.json``), its ``variables`` and its ``penalty``.
+of ``result.json``), its ``variables``, its ``penalty`` and its exemplar ``memory``.
 """
 
 import dataclasses
@@ -37,6 +39,7 @@ class StepResult:
   record: dict  # what result.json holds: step, method, metrics, ...
   variables: Any  # host variables of the model after the step
   penalty: Any = None  # {regulariser: {"anchor", "importance"}}, or None
+  memory: Any = None  # {"index", "label"} (cil_jax.memory), or None
 
   @property
   def adapter_dim(self):

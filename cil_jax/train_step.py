@@ -22,6 +22,7 @@ from jax import lax
 from cil_jax import losses
 from cil_jax import partition
 from cil_jax import regularizers
+from cil_jax import rehearsal as rehearsal_lib
 from cil_jax.parallel import BATCH_AXIS
 
 
@@ -76,7 +77,7 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                     frozen_labeler, learning_rate_fn=None, new_rows=False,
                     local_ce=False, head_path="head", balanced_replay="",
-                    penalty=False, path_integral=False):
+                    penalty=False, path_integral=False, rehearsal=""):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -114,6 +115,19 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   ``regularizers.penalty``. With ``path_integral`` the step adds its
   update's share to ``state.path_integral`` (SI), from the gradient of
   the loss without the penalty.
+
+  With ``rehearsal`` (``cil_jax.rehearsal``) the batch brings exemplar
+  memory rows (``replay_image``, ``replay_label`` and for iCaRL the
+  teacher's ``replay_logits``): ``er`` takes the cross-entropy over all
+  seen classes on the batch and the memory rows together; ``icarl`` the
+  sigmoid distillation loss on both (targets: the teacher's sigmoid
+  outputs for old classes, one-hot for new); ``agem`` the cross-entropy
+  on the batch, its gradient projected against the memory rows' (after
+  both are averaged over devices); ``bic`` the eps mix of cross-entropy
+  and ``kd_form`` distillation of the teacher (``teacher_logits`` and
+  ``replay_logits``) on the batch and the memory rows. The batch's
+  BatchNorm statistics come from the rows the loss trains on (the batch
+  and, for er, icarl and bic, the memory rows).
   """
 
   def train_step(state, teacher, batch, rng):
@@ -126,6 +140,8 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
           teacher_apply(teacher, batch["image"], train=False))
 
     def loss_fn(params):
+      if rehearsal in ("er", "icarl", "bic"):
+        return _joint_rows_loss(params)
       logits, updates = student_apply(
           {"params": params, "batch_stats": state.batch_stats},
           batch["image"], train=True, rngs={"dropout": rng},
@@ -145,13 +161,57 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
             logits, hparams["kd_temperature"], kd_t2_scaling,
             num_old=hparams["num_old"])
         loss = losses.eps_mix(ce, kd, hparams["eps"])
-      if "replay_image" in batch:
+      if "replay_image" in batch and not rehearsal:
         loss = loss + hparams["replay_weight"] * losses.distillation(
             kd_form, losses.mask_logits(batch["replay_logits"],
                                         hparams["num_old"]),
             replay_logits(params, batch, rng), hparams["kd_temperature"],
             kd_t2_scaling, num_old=hparams["num_old"])
       return loss, (logits, updates.get("batch_stats", {}), ce, kd)
+
+    def _joint_rows_loss(params):
+      """er, icarl, bic: one pass over the batch and the memory rows."""
+      rows = batch["image"].shape[0]
+      all_logits, updates = student_apply(
+          {"params": params, "batch_stats": state.batch_stats},
+          jnp.concatenate([batch["image"], batch["replay_image"]]),
+          train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+      labels = jnp.concatenate([batch["label"], batch["replay_label"]])
+      seen_logits = losses.mask_logits(all_logits, hparams["num_seen"])
+      kd = jnp.zeros(())
+      if rehearsal == "er":
+        loss = losses.cross_entropy(seen_logits, labels)
+      elif rehearsal == "bic":
+        ce = losses.cross_entropy(seen_logits, labels)
+        kd = losses.distillation(
+            kd_form, losses.mask_logits(
+                jnp.concatenate([teacher_logits, batch["replay_logits"]]),
+                hparams["num_old"]),
+            seen_logits, hparams["kd_temperature"], kd_t2_scaling,
+            num_old=hparams["num_old"])
+        loss = losses.eps_mix(ce, kd, hparams["eps"])
+      else:
+        targets = rehearsal_lib.icarl_targets(
+            jnp.concatenate([teacher_logits, batch["replay_logits"]]),
+            labels, hparams["num_old"], hparams["num_seen"])
+        loss = rehearsal_lib.sigmoid_distillation(all_logits, targets,
+                                                  hparams["num_seen"])
+      return loss, (seen_logits[:rows], updates.get("batch_stats", {}),
+                    loss, kd)
+
+    def memory_grads(params):
+      """A-GEM's reference: the cross-entropy gradient on the memory rows
+      (their BatchNorm statistics discarded)."""
+      def memory_loss(params):
+        logits, _ = student_apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["replay_image"], train=True,
+            rngs={"dropout": jax.random.fold_in(rng, 2)},
+            mutable=["batch_stats"])
+        return losses.cross_entropy(
+            losses.mask_logits(logits, hparams["num_seen"]),
+            batch["replay_label"])
+      return lax.pmean(jax.grad(memory_loss)(params), BATCH_AXIS)
 
     def replay_logits(params, batch, rng):
       """The student's logits on the synthetic rows, its BatchNorm
@@ -182,6 +242,8 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
     (loss, (logits, batch_stats, ce, kd)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
     grads = task_grads = lax.pmean(grads, BATCH_AXIS)
+    if rehearsal == "agem":
+      grads = rehearsal_lib.agem_project(grads, memory_grads(state.params))
     if penalty:  # the same on every device: added after the mean
       penalty_value, penalty_grads = jax.value_and_grad(
           regularizers.penalty)(state.params, teacher["anchor"],
@@ -281,3 +343,14 @@ def make_eval_step(apply_fn):
     logits = apply_fn(variables, images, train=False)
     return jnp.argmax(losses.mask_logits(logits, num_seen), axis=-1)
   return jax.pmap(eval_step, axis_name=BATCH_AXIS, in_axes=(0, 0, None))
+
+
+def make_nme_eval_step(apply_fn):
+  """pmapped ``(variables, images, class_means, num_seen) -> predicted
+  positions``: the nearest of the first ``num_seen`` class means
+  (``rehearsal.nme_predict``) to each image's penultimate features."""
+  def eval_step(variables, images, class_means, num_seen):
+    features = rehearsal_lib.features(apply_fn, variables, images)
+    return rehearsal_lib.nme_predict(features, class_means, num_seen)
+  return jax.pmap(eval_step, axis_name=BATCH_AXIS,
+                  in_axes=(0, 0, None, None))

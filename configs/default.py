@@ -12,8 +12,9 @@ def get_config():
   config.seed = 0
   # Comma-separated, run side by side: eps_kd (the method), df_replay
   # (eps_kd with data-free replay, below), lwf, finetune (lower reference),
-  # joint (oracle trained on all seen classes' data), and the
-  # regularisation methods ewc, si, mas (below).
+  # joint (oracle trained on all seen classes' data), the
+  # regularisation methods ewc, si, mas and the rehearsal methods er,
+  # icarl, agem, bic (below; these store old data).
   config.methods = "eps_kd,finetune,joint"
 
   config.dataset = config_dict.ConfigDict()
@@ -141,6 +142,29 @@ def get_config():
   # mas: gradient of the squared L2 norm of the logits (Aljundi et al. 2018).
   config.mas = config_dict.ConfigDict()
   config.mas.weight = 1.0
+
+  # Rehearsal methods (docs/methods.md), which STORE OLD DATA: an exemplar
+  # memory of training rows of the seen classes, selected after each step
+  # and drawn batch_size (0: train.batch_size) rows at a time beside every
+  # batch. er: cross-entropy on batch + memory rows; icarl (Rebuffi et al.
+  # 2017): sigmoid distillation on both, nearest-mean-of-exemplars
+  # classifier; agem (Chaudhry et al. 2019): the batch's gradient projected
+  # against the memory rows'. size: exemplars in all, shared equally by
+  # the seen classes; or per_class > 0 exemplars per class (size then
+  # ignored). selection: herding (iCaRL) | random.
+  config.memory = config_dict.ConfigDict()
+  config.memory.size = 2000
+  config.memory.per_class = 0
+  config.memory.selection = "herding"
+  config.memory.batch_size = 0
+  # bic (Wu et al. 2019; stores old data): (1 - lambda) CE + lambda LwF
+  # distillation at kd_temperature (lambda = old / seen classes) on new data
+  # and memory rows, then alpha * z + beta on the new classes' logits,
+  # fitted on val_fraction of each class's exemplars and as many new rows
+  # per new class, held out of the step's training.
+  config.bic = config_dict.ConfigDict()
+  config.bic.val_fraction = 0.1
+  config.bic.kd_temperature = 2.0
 
   config.optim = config_dict.ConfigDict()
   config.optim.name = "adam"  # sgd | adam | adamw

@@ -9,12 +9,25 @@ class LeakError(RuntimeError):
 
 def check_labels(labels, allowed_labels):
   """Raises ``LeakError`` if ``labels`` hold anything outside
-  ``allowed_labels``: the guarantee that no old-class example trains a step."""
+  ``allowed_labels``: the guarantee that no old-class example is in a
+  step's batches. The rehearsal methods' memory rows come beside the batch
+  (``check_memory_labels``), never in it, so this holds for every method."""
   allowed = np.asarray(sorted(allowed_labels))
   if not np.isin(labels, allowed).all():
     bad = sorted(set(np.unique(labels).tolist()) - set(allowed.tolist()))
     raise LeakError(f"Training batch holds labels {bad} outside this step's "
                     f"classes {allowed.tolist()}: old-class data leaked.")
+
+
+def check_memory_labels(labels, num_old):
+  """Raises ``LeakError`` unless every exemplar memory row (the only old
+  training data a step may see, and only in a rehearsal method's step) is
+  of an old class, a position below ``num_old``."""
+  labels = np.asarray(labels)
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_old):
+    raise LeakError(f"The exemplar memory holds labels "
+                    f"{sorted(set(labels.tolist()))}, not all among the "
+                    f"{num_old} old classes.")
 
 
 def pad_and_shard(images, labels, batch_size, num_devices):

@@ -191,6 +191,21 @@ class DeviceTrainData:
              "augment_seed": _augment_seeds(s, step, num_devices)}
 
 
+def without_rows(data, rows):
+  """A copy of device-resident ``data`` that never trains on the split's
+  ``rows`` (BiC's held-out examples); one process only."""
+  if data.mode != "device" or jax.process_count() > 1:
+    raise ValueError(
+        "Holding training rows out needs the training split on the "
+        "devices of one process; set config.dataset.placement='device' "
+        "or drop bic from config.methods.")
+  data = copy.copy(data)
+  data.rows = np.setdiff1d(data.rows, rows).astype(np.int32)
+  data.num_examples = data.global_examples = len(data.rows)
+  data.steps_per_epoch = data.num_examples // data._batch_size  # pylint: disable=protected-access
+  return data
+
+
 def epoch_chunks(data, seed, epoch, chunk):
   """``data.epoch``'s feeds stacked ``chunk`` at a time, leaves ``[devices,
   chunk, ...]``, for ``train_step.pmap_train_epoch``; ``valid`` ``[devices,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates docs/methods.md and docs/methods/results.json: the
+# rehearsal methods (er, icarl, agem, bic; they store old data) and the
 # regularisation methods (ewc, si, mas) beside finetune, lwf and joint in
 # class-incremental learning of 5 steps x 2 classes, on Fashion-MNIST (MLP
 # 784-400-400, Adam 1e-3 cosine, batch 128, 5 epochs per step) and on
@@ -7,7 +8,13 @@
 # epochs per step), seeds 0 1 2. One process per dataset and seed trains
 # C_A once for all six methods. Seed 0 of both datasets runs first, so a
 # partial run still covers both. Then each penalty's weight at 100 and
-# 10,000 times its default, seed 0.
+# 10,000 times its default, seed 0. The rehearsal methods run at memory
+# sizes 200 and 2,000, one process per dataset, memory size and seed
+# (C_A trained once for the three; bic in a process of its own, in
+# <setting>_memory_<size>_bic), seed 0 of every setting first.
+# PARTS (default "rehearsal regularisation") picks the parts to run.
+# Resumable: a finished run (its results.json present) is skipped, an
+# unfinished one resumes; run at most one training process at a time.
 #   nohup bash docs/methods/run.sh [RUNS_DIR] > methods.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +22,42 @@ RUNS=${1:-runs/methods}
 PY=${PY:-.venv/bin/python}
 GROUPS_5X2="((0,1),(2,3),(4,5),(6,7),(8,9))"
 METHODS=ewc,si,mas,finetune,lwf,joint
+REHEARSAL=er,icarl,agem
+PARTS=${PARTS:-rehearsal regularisation}
+
+config_of() {
+  if [ "$1" = digits ]; then echo configs/default.py
+  else echo configs/fashion_mnist.py; fi
+}
+
+# Trains the run of "$@" in $dir unless its results.json exists.
+run_in() {
+  local dir=$1; shift
+  [ -f "$dir/results.json" ] && return 0
+  mkdir -p "$(dirname "$dir")"
+  echo "$(date -u +%FT%TZ) $dir"
+  "$PY" -m cil_jax.main "$@" --config.outputs.plots=False \
+      --workdir "$dir" > "$dir.log" 2>&1
+}
+
+if [[ " $PARTS " == *" rehearsal "* ]]; then
+  for seed in ${SEEDS:-0 1 2}; do
+    for dataset in fashion_mnist digits; do
+      for size in 200 2000; do
+        for methods in $REHEARSAL bic; do
+          suffix=""
+          [ "$methods" = bic ] && suffix=_bic
+          run_in "$RUNS/${dataset}_5x2_memory_$size$suffix/seed_$seed" \
+              --config "$(config_of $dataset)" --config.seed=$seed \
+              --config.classes.groups="$GROUPS_5X2" \
+              --config.methods=$methods --config.memory.size=$size
+        done
+      done
+    done
+  done
+  "$PY" docs/methods/report.py "$RUNS"
+fi
+[[ " $PARTS " == *" regularisation "* ]] || exit 0
 
 for seed in ${SEEDS:-0 1 2}; do
   for dataset in fashion_mnist digits; do
