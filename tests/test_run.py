@@ -154,7 +154,7 @@ def test_missing_teacher_checkpoint_says_what_a_classifier_is(tmp_path):
     ({"eps_kd.kd_temperature": 0.0}, r"kd_temperature=0.0 must be > 0"),
     ({"eps_kd.layers": "middle"}, r"layers='middle'"),
     ({"model.name": "vit"}, r"model.name='vit'"),
-    ({"methods": "eps_kd,icarl"}, r"Unknown method 'icarl'"),
+    ({"methods": "eps_kd,gdumb"}, r"Unknown method 'gdumb'"),
     ({"train.batch_size": 30, "train.num_devices": 0},
      r"batch_size=30 must be a positive multiple of the 8 devices"),
     ({"classes.groups": ((0, 1), ())}, r"group 1 is empty"),
