@@ -46,7 +46,9 @@ class Method:
   rows (``head_finetune``), whose targets are the teacher's soft ones or
   its predictions (``head_finetune_targets``: soft | hard).
   ``freeze_batch_stats`` runs every BatchNorm on the teacher's running
-  statistics, never updated from new-class-only batches.
+  statistics, never updated from new-class-only batches;
+  ``mixed_batch_stats`` trains them on each batch's real new and
+  synthetic old rows in one pass (``train_step.mixed_forward``).
   ``balanced_replay`` (the targets) marks the head fine-tune itself.
 
   Regularisation: ``regularizer`` (``ewc``, ``si``, ``mas`` or ``""``)
@@ -72,6 +74,7 @@ class Method:
   replay_batch: int = 0
   head_finetune_steps: int = 0
   freeze_batch_stats: bool = False
+  mixed_batch_stats: bool = False
   balanced_replay: str = ""  # the head fine-tune: "soft" or "hard" targets
   head_finetune_targets: str = "soft"
   regularizer: str = ""
@@ -142,7 +145,8 @@ def get_method(name, config):
                   replay_batch=int(c.batch_size or config.train.batch_size),
                   head_finetune_steps=int(c.head_finetune_steps),
                   head_finetune_targets=c.head_finetune_targets,
-                  freeze_batch_stats=c.batch_stats == "frozen")
+                  freeze_batch_stats=c.batch_stats == "frozen",
+                  mixed_batch_stats=c.batch_stats == "mixed")
   if name in regularizers.REGULARIZERS:
     return Method(name, 0.0, regularizer=name,
                   penalty_weight=float(config[name].weight),

@@ -10,6 +10,7 @@ accuracy_vs_old_share.png and copies of the synthetic sample grids of
 seed 0 (samples_*.png).
 """
 
+import glob
 import json
 import os
 import re
@@ -82,9 +83,9 @@ def _command(root, runs, setting, seed, plain, method, variant):
   if plain:
     args.append("--config.model.batch_norm=False")
   overrides = {}
-  members = os.path.join(runs, *os.path.relpath(root, runs).split(
-      os.sep)[:2], "members.json")
-  if os.path.exists(members):
+  seed_dir = os.path.join(runs, *os.path.relpath(root, runs).split(
+      os.sep)[:2])
+  for members in sorted(glob.glob(os.path.join(seed_dir, "members*.json"))):
     for workdir, values in jsonio.read_json(members).items():
       if os.path.basename(workdir) == variant:
         overrides = dict(values)
