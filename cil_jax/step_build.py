@@ -65,8 +65,7 @@ def structure(method, previous):
   distills = previous is not None and method.distills
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
-          method.freeze_batch_stats, method.mixed_batch_stats,
-          method.balanced_replay,
+          method.batch_stats, method.balanced_replay,
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
           if distills else None) + (
               (uses_penalty(method, previous), tracks_path_integral(method))

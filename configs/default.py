@@ -107,7 +107,8 @@ def get_config():
   # frozen: every BatchNorm keeps the teacher's running statistics
   # (new-class-only batches would shift them) | train (on the new-class
   # batches) | mixed (on each batch's real new and synthetic old rows
-  # together, in one BatchNorm batch).
+  # together, in one BatchNorm batch) | auto (per step: frozen when the new
+  # classes are at most a fifth of the seen ones, else train).
   config.df_replay.batch_stats = "frozen"
   config.df_replay.samples = 2048
   config.df_replay.weight = 1.0

@@ -34,6 +34,10 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
     "ce_all": "CE over all classes instead of local",
     "bn_trained": "BatchNorm statistics trained",
     "no_weight_aligning": "without weight aligning",
+    "bn_mixed": "BatchNorm statistics on mixed real new + synthetic old "
+                "batches",
+    "auto": "batch_stats=auto, eps=auto",
+    "auto_w2": "batch_stats=auto, eps=auto, replay weight 2",
 }
 METRICS = ("final_acc_all", "final_acc_old", "final_acc_new",
            "average_incremental_accuracy", "forgetting")
