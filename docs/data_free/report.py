@@ -187,7 +187,8 @@ def figure(rows, path):
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 4))
   for method in ("df_replay", "df_replay without the head fine-tune",
-                 "eps_kd", "finetune", "joint"):
+                 "df_replay batch_stats=auto, eps=auto", "eps_kd",
+                 "finetune", "joint"):
     points = sorted(
         (OLD_SHARE[r["setting"].rsplit("_", 1)[1]], r["final_acc_all_mean"],
          r["final_acc_all_std"]) for r in rows
