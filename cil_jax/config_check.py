@@ -240,9 +240,9 @@ def _check_replay(config, need):
   need(c.ce_form in losses.CE_FORMS,
        f"config.df_replay.ce_form={c.ce_form!r}; use one of "
        f"{losses.CE_FORMS}.")
-  need(c.batch_stats in ("train", "frozen"),
-       f"config.df_replay.batch_stats={c.batch_stats!r}; use 'train' or "
-       f"'frozen'.")
+  need(c.batch_stats in methods.BATCH_STATS,
+       f"config.df_replay.batch_stats={c.batch_stats!r}; use one of "
+       f"{methods.BATCH_STATS}.")
   need(c.samples >= 0,
        f"config.df_replay.samples={c.samples} must be >= 0 (0 turns replay "
        f"off).")

@@ -43,6 +43,7 @@ METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "ewc", "si",
 _INDEX_ORDER = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "base",
                 "ewc", "si", "mas", "er", "icarl", "agem", "bic")
 AUTO = "auto"
+BATCH_STATS = ("frozen", "train", "mixed", AUTO)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +61,12 @@ class Method:
   head alone on a class-balanced loss over the new data and the synthetic
   rows (``head_finetune``), whose targets are the teacher's soft ones or
   its predictions (``head_finetune_targets``: soft | hard).
-  ``freeze_batch_stats`` runs every BatchNorm on the teacher's running
-  statistics, never updated from new-class-only batches.
+  ``batch_stats`` (``BATCH_STATS``): ``frozen`` runs every BatchNorm on
+  the teacher's running statistics, never updated from new-class-only
+  batches; ``train`` updates them from the new-class batches; ``mixed``
+  from each batch's real new and synthetic old rows in one pass
+  (``train_step.mixed_forward``); ``auto`` is resolved per step by
+  ``at_step``.
   ``balanced_replay`` (the targets) marks the head fine-tune itself.
 
   Regularisation: ``regularizer`` (``ewc``, ``si``, ``mas`` or ``""``)
@@ -92,7 +97,7 @@ class Method:
   replay_weight: float = 1.0
   replay_batch: int = 0
   head_finetune_steps: int = 0
-  freeze_batch_stats: bool = False
+  batch_stats: str = "train"
   balanced_replay: str = ""  # the head fine-tune: "soft" or "hard" targets
   head_finetune_targets: str = "soft"
   regularizer: str = ""
@@ -111,6 +116,14 @@ class Method:
   def nme(self):
     """Classified by the nearest mean of exemplars (iCaRL)."""
     return self.rehearsal == "icarl"
+
+  @property
+  def freeze_batch_stats(self):
+    return self.batch_stats == "frozen"
+
+  @property
+  def mixed_batch_stats(self):
+    return self.batch_stats == "mixed"
 
   @property
   def index(self):
@@ -172,7 +185,7 @@ def get_method(name, config):
                   replay_batch=int(c.batch_size or config.train.batch_size),
                   head_finetune_steps=int(c.head_finetune_steps),
                   head_finetune_targets=c.head_finetune_targets,
-                  freeze_batch_stats=c.batch_stats == "frozen")
+                  batch_stats=c.batch_stats)
   if name in regularizers.REGULARIZERS:
     return Method(name, 0.0, regularizer=name,
                   penalty_weight=float(config[name].weight),
@@ -192,6 +205,24 @@ def get_method(name, config):
   if name == "joint":
     return Method(name, 0.0, joint=True)
   raise ValueError(f"Unknown method {name!r}; choose from {METHODS}.")
+
+
+def batch_stats_for(batch_stats, num_old, num_new):
+  """``batch_stats`` of a step adding ``num_new`` classes to ``num_old``;
+  ``auto`` is ``frozen`` when the new classes are at most a fifth of the
+  seen ones (the test set is mostly old classes, whose features the
+  teacher's statistics keep: best at 9+1 and 8+2), else ``train`` (best
+  at 5+5 and 5 x 2; docs/data_free.md)."""
+  if batch_stats != AUTO:
+    return batch_stats
+  return "frozen" if 5 * num_new <= num_old + num_new else "train"
+
+
+def at_step(method, num_old, num_new):
+  """``method`` with its per-step choices resolved for a step adding
+  ``num_new`` classes to ``num_old``."""
+  return dataclasses.replace(method, batch_stats=batch_stats_for(
+      method.batch_stats, num_old, num_new))
 
 
 def head_finetune(method):

@@ -67,7 +67,7 @@ def structure(method, previous):
   distills = previous is not None and method.distills
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
-          method.freeze_batch_stats, method.balanced_replay,
+          method.batch_stats, method.balanced_replay,
           method.rehearsal if previous is not None else "",
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
           if distills else None) + (
@@ -124,7 +124,8 @@ def _build(ctx, method, previous):
       balanced_replay=method.balanced_replay,
       penalty=uses_penalty(method, previous),
       path_integral=tracks_path_integral(method),
-      rehearsal=method.rehearsal if previous is not None else "")
+      rehearsal=method.rehearsal if previous is not None else "",
+      mixed_batch_stats=method.mixed_batch_stats)
   teacher_logits_fn = None
   if teacher is not None:
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))

@@ -139,7 +139,8 @@ def _run(configs, vmap, source=None):
   for t in range(1, len(groups)):
     jobs = []
     for workdir, name in chains:
-      method = methods.get_method(name, configs[workdir])
+      method = methods.at_step(methods.get_method(name, configs[workdir]),
+                               ctx.num_old(t), len(groups[t]))
       jobs.append(class_step.Job(
           method, os.path.join(workdir, name, f"step_{t}"),
           None if method.joint else chains[workdir, name][-1],

@@ -77,7 +77,8 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
 def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                     frozen_labeler, learning_rate_fn=None, new_rows=False,
                     local_ce=False, head_path="head", balanced_replay="",
-                    penalty=False, path_integral=False, rehearsal=""):
+                    penalty=False, path_integral=False, rehearsal="",
+                    mixed_batch_stats=False):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -100,7 +101,10 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   Batches may bring synthetic old-class rows (``replay_image`` and the
   teacher's ``replay_logits``, ``cil_jax.data.replay``). The student then
   also distils the teacher on them, weighted by ``hparams["replay_weight"]``
-  (its BatchNorm statistics are not updated from them). With
+  (its BatchNorm statistics are not updated from them, unless
+  ``mixed_batch_stats``: then real and synthetic rows go through the
+  student in one pass, so BatchNorm normalises by, and its running
+  averages follow, the mixture; ``mixed_forward``). With
   ``balanced_replay`` (the head fine-tune after a replay step: ``"soft"``
   or ``"hard"``; ``""`` off) the loss is instead class-balanced over all
   seen classes: cross-entropy on the real rows (new classes) and, on the
@@ -142,13 +146,23 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
     def loss_fn(params):
       if rehearsal in ("er", "icarl", "bic"):
         return _joint_rows_loss(params)
-      logits, updates = student_apply(
-          {"params": params, "batch_stats": state.batch_stats},
-          batch["image"], train=True, rngs={"dropout": rng},
-          mutable=["batch_stats"])
+      synthetic = None
+      if mixed_batch_stats and "replay_image" in batch:
+        logits, synthetic, updates = mixed_forward(
+            student_apply, {"params": params, "batch_stats":
+                            state.batch_stats},
+            batch["image"], batch["replay_image"], rng)
+        synthetic = losses.mask_logits(synthetic, hparams["num_seen"])
+      else:
+        logits, updates = student_apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"], train=True, rngs={"dropout": rng},
+            mutable=["batch_stats"])
       logits = losses.mask_logits(logits, hparams["num_seen"])
+      if "replay_image" in batch and synthetic is None:
+        synthetic = replay_logits(params, batch, rng)
       if balanced_replay:
-        return _balanced_replay_loss(params, logits, batch, rng, updates)
+        return _balanced_replay_loss(logits, synthetic, batch, updates)
       ce = losses.cross_entropy(
           losses.mask_logits(logits, hparams["num_seen"], hparams["num_old"])
           if local_ce else logits, batch["label"])
@@ -165,7 +179,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
         loss = loss + hparams["replay_weight"] * losses.distillation(
             kd_form, losses.mask_logits(batch["replay_logits"],
                                         hparams["num_old"]),
-            replay_logits(params, batch, rng), hparams["kd_temperature"],
+            synthetic, hparams["kd_temperature"],
             kd_t2_scaling, num_old=hparams["num_old"])
       return loss, (logits, updates.get("batch_stats", {}), ce, kd)
 
@@ -223,9 +237,8 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
           mutable=["batch_stats"])
       return losses.mask_logits(logits, hparams["num_seen"])
 
-    def _balanced_replay_loss(params, logits, batch, rng, updates):
+    def _balanced_replay_loss(logits, synthetic, batch, updates):
       num_old, num_seen = hparams["num_old"], hparams["num_seen"]
-      synthetic = replay_logits(params, batch, rng)
       teacher = losses.mask_logits(batch["replay_logits"], num_old)
       if balanced_replay == "soft":
         old_part = losses.distillation(
@@ -286,6 +299,17 @@ def updated_norm(grads, labeler, first, end, head_path="head"):
       grads, jax.tree.map(jnp.zeros_like, grads), labeler)
   return optax.tree.norm(partition.keep_head_columns(trainable, first, end,
                                                      head_path))
+
+
+def mixed_forward(student_apply, variables, images, replay_images, rng):
+  """``(logits, replay_logits, updates)`` of one train-mode pass over the
+  real rows and the synthetic rows together: BatchNorm's batch statistics,
+  and so its running averages, are those of the mixture, in the rows'
+  proportion."""
+  logits, updates = student_apply(
+      variables, jnp.concatenate([images, replay_images]), train=True,
+      rngs={"dropout": rng}, mutable=["batch_stats"])
+  return logits[:images.shape[0]], logits[images.shape[0]:], updates
 
 
 @functools.lru_cache(maxsize=None)

@@ -106,7 +106,10 @@ def get_config():
   config.df_replay.kd_temperature = 2.0
   config.df_replay.ce_form = "local"  # local | all
   # frozen: every BatchNorm keeps the teacher's running statistics
-  # (new-class-only batches would shift them) | train.
+  # (new-class-only batches would shift them) | train (on the new-class
+  # batches) | mixed (on each batch's real new and synthetic old rows
+  # together, in one BatchNorm batch) | auto (per step: frozen when the new
+  # classes are at most a fifth of the seen ones, else train).
   config.df_replay.batch_stats = "frozen"
   config.df_replay.samples = 2048
   config.df_replay.weight = 1.0

@@ -12,6 +12,7 @@ import pytest
 from matplotlib import image
 
 from cil_jax import api
+from cil_jax import methods
 from cil_jax import train
 from cil_jax.data import digits
 from tests.helpers import small_config
@@ -84,3 +85,16 @@ def test_bad_replay_config_fails_before_training(tmp_path, override, message):
   with pytest.raises(ValueError, match=message):
     train.run(config, str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing claimed
+
+
+def test_auto_batch_stats_freeze_only_when_few_classes_are_added():
+  # (old, new) -> frozen when new <= (old + new) / 5.
+  steps = {(9, 1): "frozen", (8, 2): "frozen", (5, 5): "train",
+           (2, 2): "train", (4, 2): "train", (6, 2): "train",
+           (8, 2): "frozen"}
+  for (old, new), want in steps.items():
+    assert methods.batch_stats_for("auto", old, new) == want, (old, new)
+  assert methods.batch_stats_for("mixed", 9, 1) == "mixed"
+  method = methods.Method("df_replay", 0.5, batch_stats="auto")
+  assert methods.at_step(method, 8, 2).freeze_batch_stats
+  assert not methods.at_step(method, 5, 5).freeze_batch_stats

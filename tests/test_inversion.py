@@ -189,3 +189,43 @@ def test_balanced_head_loss_weighs_old_and_new_classes_alike(targets):
   # 2 new of 4 seen classes: half the weight each.
   assert metrics["loss"] == pytest.approx(0.5 * new + 0.5 * old, rel=1e-5)
   assert metrics["kd"] == 0.0
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_mixed_batch_stats_follow_real_and_synthetic_rows_together(mixed):
+  """One step of a BatchNorm MLP: with ``mixed_batch_stats`` the running
+  averages move towards the statistics of the 4 real and 3 synthetic rows
+  together (flax: 0.9 * old + 0.1 * batch mean, biased variance), else of
+  the real rows alone."""
+  model = _bn_mlp(4, hidden=(3,))
+  rng = np.random.default_rng(1)
+  images = rng.normal(size=(4, 6)).astype(np.float32)
+  synthetic = rng.normal(loc=2.0, size=(3, 6)).astype(np.float32)
+  variables = jax.device_get(model.init(jax.random.PRNGKey(0), images))
+  batch = {"image": images, "label": np.array([2, 3, 2, 3], np.int32),
+           "teacher_logits": np.zeros((4, 4), np.float32),
+           "replay_image": synthetic,
+           "replay_logits": np.zeros((3, 4), np.float32)}
+  tx = optax.sgd(0.0)
+  step = ts.make_train_step(
+      model.apply, None, tx, "full", False,
+      partition.rule_labeler([(".*", partition.TRAINABLE)]),
+      local_ce=True, mixed_batch_stats=mixed)
+  state = ts.create_state(variables, tx, 0.5, 2.0, num_old=2, num_seen=4,
+                          replay_weight=1.0)
+  devices = jax.local_devices()[:1]
+  state, _ = jax.pmap(step, axis_name=parallel.BATCH_AXIS,
+                      in_axes=(0, 0, 0, None))(
+                          parallel.replicate(state, devices),
+                          parallel.replicate({}, devices),
+                          jax.tree.map(lambda x: x[None], batch),
+                          jax.random.PRNGKey(0))
+  dense = variables["params"]["backbone"]["layer_00"]["dense"]
+  rows = np.concatenate([images, synthetic]) if mixed else images
+  features = rows @ dense["kernel"] + dense["bias"]
+  stats = jax.tree.map(lambda x: np.asarray(x[0]),
+                       state.batch_stats)["backbone"]["layer_00"]["bn"]
+  np.testing.assert_allclose(stats["mean"], 0.1 * features.mean(0),
+                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * features.var(0),
+                             rtol=1e-5)

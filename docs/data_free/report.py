@@ -10,6 +10,7 @@ accuracy_vs_old_share.png and copies of the synthetic sample grids of
 seed 0 (samples_*.png).
 """
 
+import glob
 import json
 import os
 import re
@@ -33,6 +34,10 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
     "ce_all": "CE over all classes instead of local",
     "bn_trained": "BatchNorm statistics trained",
     "no_weight_aligning": "without weight aligning",
+    "bn_mixed": "BatchNorm statistics on mixed real new + synthetic old "
+                "batches",
+    "auto": "batch_stats=auto, eps=auto",
+    "auto_w2": "batch_stats=auto, eps=auto, replay weight 2",
 }
 METRICS = ("final_acc_all", "final_acc_old", "final_acc_new",
            "average_incremental_accuracy", "forgetting")
@@ -82,9 +87,9 @@ def _command(root, runs, setting, seed, plain, method, variant):
   if plain:
     args.append("--config.model.batch_norm=False")
   overrides = {}
-  members = os.path.join(runs, *os.path.relpath(root, runs).split(
-      os.sep)[:2], "members.json")
-  if os.path.exists(members):
+  seed_dir = os.path.join(runs, *os.path.relpath(root, runs).split(
+      os.sep)[:2])
+  for members in sorted(glob.glob(os.path.join(seed_dir, "members*.json"))):
     for workdir, values in jsonio.read_json(members).items():
       if os.path.basename(workdir) == variant:
         overrides = dict(values)
@@ -182,7 +187,8 @@ def figure(rows, path):
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 4))
   for method in ("df_replay", "df_replay without the head fine-tune",
-                 "eps_kd", "finetune", "joint"):
+                 "df_replay batch_stats=auto, eps=auto", "eps_kd",
+                 "finetune", "joint"):
     points = sorted(
         (OLD_SHARE[r["setting"].rsplit("_", 1)[1]], r["final_acc_all_mean"],
          r["final_acc_all_std"]) for r in rows

@@ -7,7 +7,8 @@
 # inversion) at 8+2 and 5+5. One process per setting and seed trains C_A once
 # for all its variants (--members). Seed 0 of every setting runs first, so
 # a partial run still covers every setting. A setting whose runs all have
-# their results.json is skipped, so the script can be rerun to go on.
+# their results.json is skipped, so the script can be rerun to go on. A
+# second loop runs the variants of round 2 (members_round2.json).
 #   nohup bash docs/data_free/run.sh [RUNS_DIR] > data_free.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,13 +42,27 @@ JSON
   echo "$dir/members.json"
 }
 
+members_round2() {  # BatchNorm statistics mixed, and the one-recipe rules
+  local dir=$1
+  mkdir -p "$dir"
+  cat > "$dir/members_round2.json" <<JSON
+{"$dir/bn_mixed": {"methods": "df_replay", "df_replay.batch_stats": "mixed"},
+ "$dir/auto": {"methods": "df_replay", "df_replay.batch_stats": "auto",
+               "df_replay.eps": "auto"},
+ "$dir/auto_w2": {"methods": "df_replay", "df_replay.batch_stats": "auto",
+                  "df_replay.eps": "auto", "df_replay.weight": 2.0}}
+JSON
+  echo "$dir/members_round2.json"
+}
+
 finished() {  # every run of a members file, or one workdir, has results
   local target=$1
   if [ -d "$target" ] && [ ! -f "$target/members.json" ]; then
     [ -f "$target/results.json" ]; return
   fi
-  [ -f "$target/members.json" ] || return 1
-  for wd in $(grep -o '"[^"]*": {' "$target/members.json" | cut -d'"' -f2); do
+  local members=${2:-members.json}
+  [ -f "$target/$members" ] || return 1
+  for wd in $(grep -o '"[^"]*": {' "$target/$members" | cut -d'"' -f2); do
     [ -f "$wd/results.json" ] || return 1
   done
 }
@@ -74,5 +89,19 @@ for seed in 0 1 2; do
       --config.seed=$seed \
       --config.model.batch_norm=True --members "$(members "$dir")" \
       > "$dir.log" 2>&1
+  "$PY" docs/data_free/report.py "$RUNS"
+done
+
+# Round 2 (issue 12, one recipe): BatchNorm statistics on mixed batches,
+# and batch_stats=auto with eps=auto (k / (k + m)), alone and with replay
+# weight 2; Fashion-MNIST only.
+for seed in 0 1 2; do
+  for split in 8+2 5+5 9+1 5x2; do
+    dir=$RUNS/fashion_mnist_$split/seed_$seed
+    finished "$dir" members_round2.json || "$PY" -m cil_jax.main \
+        --config configs/data_free.py --config.seed=$seed \
+        --config.classes.groups="$(groups_of $split)" \
+        --members "$(members_round2 "$dir")" > "$dir.round2.log" 2>&1
+  done
   "$PY" docs/data_free/report.py "$RUNS"
 done
