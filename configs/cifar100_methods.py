@@ -9,7 +9,8 @@ by 10 at epochs 80 and 120 (LUCIR's schedule).
 The protocol is the argument, ``[base+]STEPSxCLASSES`` as in this
 project's "5x2" (5 steps of 2 classes), the classes adding up to 100:
 
-- ``50+5x10``: 50 base classes, then 5 steps of 10 (LUCIR's "5 phases");
+- ``50+5x10``: 50 base classes, then 5 steps of 10 (LUCIR's "5 phases",
+  PyCIL's B50-Inc10, ``configs/cifar100.py``'s);
 - ``50+10x5``: 50 base classes, then 10 steps of 5 (LUCIR's and PODNet's
   "10 phases"); ``50+25x2`` the 25 phases;
 - ``10x10``: 10 steps of 10 classes from scratch (iCaRL's, and PyCIL's
@@ -34,7 +35,7 @@ import re
 
 from cil_jax import config_files
 
-cifar10 = config_files.sibling(__file__, "cifar10")
+cifar100 = config_files.sibling(__file__, "cifar100")
 
 _PROTOCOL = re.compile(r"(?:(\d+)\+)?(\d+)x(\d+)")
 
@@ -61,11 +62,8 @@ def get_config(protocol="50+5x10"):
   if variant not in ("", "lucir"):
     raise ValueError(f"configs/cifar100_methods.py:{protocol},{variant}: "
                      f"after the protocol only ',lucir' may follow.")
-  config = cifar10.get_config()
-  config.dataset.name = "cifar100"
-  config.model.resnet_depth = 32
+  config = cifar100.get_config()  # ResNet-32, class order seed 1993
   config.classes.groups = groups(protocol)
-  config.classes.order_seed = 1993
   config.methods = "er,icarl,bic"
   if variant == "lucir":
     config.methods = "lucir"
