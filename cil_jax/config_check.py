@@ -66,6 +66,7 @@ def validate(config, num_devices):
   _check_replay(config, need)
   _check_regularizers(config, need)
   _check_memory(config, need)
+  _check_cosine_head(config, need)
   need(config.optim.name in optim.OPTIMIZERS,
        f"config.optim.name={config.optim.name!r}; use one of "
        f"{optim.OPTIMIZERS}.")
@@ -117,6 +118,11 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
         f"it was built with; only cil_jax's own models (config.model) "
         f"compute in bfloat16. Set --config.train.dtype=float32, or build "
         f"your module to compute in bfloat16 itself.")
+  if ctx.foreign is not None and config.model.get("cosine_head", False):
+    raise ValueError(
+        f"Invalid config: config.model.cosine_head=True, but the teacher "
+        f"{config.teacher.checkpoint} is a model of your own, whose head "
+        f"cil_jax widens as it is; set --config.model.cosine_head=False.")
   per_process = config.train.batch_size // jax.process_count()
   steps = [] if teacher_given else [(0, "base", ctx.groups[0])]
   for t in range(1, len(ctx.groups)):
@@ -194,6 +200,39 @@ def _check_memory(config, need):
        f"{config.teacher.checkpoint!r} is a given classifier without it; "
        f"remove {', '.join(used)} from config.methods, or train C_A here "
        f"(config.teacher.checkpoint='').")
+
+
+def _check_cosine_head(config, need):
+  """lucir needs the cosine head; the methods that rescale a linear head's
+  columns and bias cannot use it."""
+  names = methods.method_names(config.methods)
+  cosine = config.model.get("cosine_head", False)
+  need(cosine or "lucir" not in names,
+       "config.methods lists lucir, whose classifier is a cosine-normalised "
+       "head, but config.model.cosine_head=False; set "
+       "--config.model.cosine_head=True (every method of the run, C_A "
+       "included, then uses that head; run lucir apart to compare with "
+       "linear-head methods).")
+  c = config.lucir
+  need(isinstance(c.top_k, int) and c.top_k >= 1,
+       f"config.lucir.top_k={c.top_k!r} must be an int >= 1: the hard "
+       f"new-class negatives per memory row; use e.g. 2.")
+  for key in ("lambda_base", "margin", "mr_weight"):
+    need(c[key] >= 0, f"config.lucir.{key}={c[key]} must be >= 0.")
+  if not cosine:
+    return
+  need(config.model.cosine_scale_init > 0,
+       f"config.model.cosine_scale_init={config.model.cosine_scale_init} "
+       f"must be > 0: the cosine head's logits are sigma * cos; use e.g. "
+       f"10.")
+  linear = [n for n in names if n == "bic"
+            or (n in ("eps_kd", "df_replay") and config[n].weight_aligning)]
+  need(not linear,
+       f"config.model.cosine_head=True, but config.methods lists "
+       f"{', '.join(linear)}, which rescales a linear head's columns and "
+       f"bias (bic's correction, weight aligning); set "
+       f"--config.model.cosine_head=False for them (run lucir apart), or "
+       f"turn off config.<method>.weight_aligning.")
 
 
 def _check_memory_fits(ctx, all_methods):

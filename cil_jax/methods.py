@@ -25,7 +25,10 @@ A-GEM's projection of its gradient against the memory rows' gradient;
 ``bic`` (``config.bic``) trains on both with (1 - lambda) CE + lambda
 times LwF's distillation (lambda = old / seen classes, T =
 ``bic.kd_temperature``), on all but a held-out part of the memory and of
-the new data, then fits its bias correction on that part.
+the new data, then fits its bias correction on that part; ``lucir`` (``config.lucir``, a model
+with ``config.model.cosine_head``) trains on both with cross-entropy, the
+less-forget constraint on features and the margin ranking loss
+(``cil_jax.lucir``).
 """
 
 import dataclasses
@@ -33,15 +36,16 @@ from typing import Optional
 
 from cil_jax import inversion
 from cil_jax import losses
+from cil_jax import lucir as lucir_lib
 from cil_jax import regularizers
 from cil_jax import rehearsal as rehearsal_lib
 
 METHODS = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "ewc", "si",
-           "mas", "er", "icarl", "agem", "bic")
+           "mas", "er", "icarl", "agem", "bic", "lucir")
 # A method's ``index`` is its place here: "base" keeps 5, the index it had
 # before ewc, si and mas came, so C_A's data order and noise are unchanged.
 _INDEX_ORDER = ("eps_kd", "lwf", "finetune", "joint", "df_replay", "base",
-                "ewc", "si", "mas", "er", "icarl", "agem", "bic")
+                "ewc", "si", "mas", "er", "icarl", "agem", "bic", "lucir")
 AUTO = "auto"
 BATCH_STATS = ("frozen", "train", "mixed", AUTO)
 
@@ -76,11 +80,11 @@ class Method:
   (``cil_jax.consolidation``): its own for a regularisation method, and
   for C_A every one a run's methods use.
 
-  Rehearsal: ``rehearsal`` (``er``, ``icarl``, ``agem`` or ``""``) draws
+  Rehearsal: ``rehearsal`` (one of ``rehearsal.REHEARSALS`` or ``""``) draws
   ``replay_batch`` exemplar memory rows beside each batch and trains on
   them its way (``train_step``); ``memory``: the step leaves an exemplar
   memory for the next (a rehearsal method's steps, and C_A in a run with
-  one)."""
+  one). ``lucir``: LUCIR's settings (``lucir.Settings``) for ``lucir``."""
   name: str
   eps: Optional[float]
   kd_form: str = "full"
@@ -105,12 +109,15 @@ class Method:
   consolidate: tuple = ()
   rehearsal: str = ""
   memory: bool = False
+  lucir: Optional[lucir_lib.Settings] = None
 
   @property
   def distills(self):
     """Whether the step runs the previous model as a teacher (iCaRL's
-    targets are its outputs)."""
-    return self.rehearsal == "icarl" or self.eps is None or self.eps > 0
+    targets are its outputs, LUCIR's less-forget constraint its
+    features)."""
+    return (self.rehearsal in ("icarl", "lucir") or self.eps is None
+            or self.eps > 0)
 
   @property
   def nme(self):
@@ -196,6 +203,10 @@ def get_method(name, config):
       return Method(name, None, "renormalized",
                     float(config.bic.kd_temperature), rehearsal=name,
                     memory=True, replay_batch=batch)
+    if name == "lucir":
+      return Method(name, 0.0, rehearsal=name, memory=True,
+                    replay_batch=batch,
+                    lucir=lucir_lib.settings_from(config.lucir))
     return Method(name, 0.0, rehearsal=name, memory=True,
                   replay_batch=batch)
   if name == "lwf":

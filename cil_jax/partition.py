@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from cil_jax.models.layers import SCALE
+
 TRAINABLE = "trainable"
 FROZEN = "frozen"
 PRESETS = ("all", "head", "new_rows", "last_k", "adapter", "regex")
@@ -125,9 +127,11 @@ def keep_head_columns(updates, first, end, head_path="head"):
   the final updates, momentum or weight decay cannot leak into them.
   ``first`` and ``end`` may be traced. ``head_path`` is the head's slash
   path inside params (a foreign module's, e.g. ``classifier/logits``).
+  The cosine head's scale, one number for all classes, is not masked.
   """
   def mask(path, update):
-    if "/".join(_key(k) for k in path[:-1]) != head_path:
+    if ("/".join(_key(k) for k in path[:-1]) != head_path
+        or _key(path[-1]) == SCALE):
       return update
     column = jnp.arange(update.shape[-1])
     keep = (column >= first) & (column < end)

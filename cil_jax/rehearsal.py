@@ -9,6 +9,9 @@
   projected when it would raise the memory batch's loss, i.e. when its dot
   product with the memory batch's gradient g_ref is negative:
   g - (g . g_ref) / (g_ref . g_ref) * g_ref.
+- ``lucir`` (Hou et al. 2019): cross-entropy on a cosine head, the
+  less-forget constraint on features and the margin ranking loss on memory
+  rows (``cil_jax.lucir``).
 - ``bic`` (Wu et al. 2019): cross-entropy and LwF's distillation on new
   data and memory rows, then a bias correction of the new classes' logits
   (``cil_jax.bias_correction``).
@@ -18,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-REHEARSALS = ("er", "icarl", "agem", "bic")
+REHEARSALS = ("er", "icarl", "agem", "bic", "lucir")
 
 
 def icarl_targets(teacher_logits, labels, num_old, num_seen):
@@ -58,10 +61,20 @@ def features(apply_fn, variables, images):
   """The penultimate features, the head's input, in inference mode: the
   adapter's output if the model has one, else the backbone's (flax's
   captured intermediates)."""
-  _, state = apply_fn(
-      variables, images, train=False, mutable=["intermediates"],
-      capture_intermediates=lambda module, method: (
-          module.name in ("backbone", "adapter") and method == "__call__"))
+  _, state = apply_fn(variables, images, train=False,
+                      mutable=["intermediates"],
+                      capture_intermediates=capture_features)
+  return captured_features(state)
+
+
+def capture_features(module, method):
+  """flax's ``capture_intermediates`` filter for the head's input."""
+  return module.name in ("backbone", "adapter") and method == "__call__"
+
+
+def captured_features(state):
+  """The head's input from an apply's mutable ``state`` captured with
+  ``capture_features``."""
   captured = state["intermediates"]
   return captured.get("adapter", captured["backbone"])["__call__"][0]
 

@@ -68,7 +68,7 @@ def structure(method, previous):
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
           method.batch_stats, method.balanced_replay,
-          method.rehearsal if previous is not None else "",
+          method.rehearsal if previous is not None else "", method.lucir,
           (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
           if distills else None) + (
               (uses_penalty(method, previous), tracks_path_integral(method))
@@ -125,9 +125,10 @@ def _build(ctx, method, previous):
       penalty=uses_penalty(method, previous),
       path_integral=tracks_path_integral(method),
       rehearsal=method.rehearsal if previous is not None else "",
-      mixed_batch_stats=method.mixed_batch_stats)
+      mixed_batch_stats=method.mixed_batch_stats,
+      lucir=method.lucir)
   teacher_logits_fn = None
-  if teacher is not None:
+  if teacher is not None and method.rehearsal != "lucir":  # needs features
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))
   return StepModels(student, teacher, rules, labels, dim, tx, train_step,
                     teacher_logits_fn)

@@ -20,9 +20,11 @@ import optax
 from jax import lax
 
 from cil_jax import losses
+from cil_jax import lucir as lucir_lib
 from cil_jax import partition
 from cil_jax import regularizers
 from cil_jax import rehearsal as rehearsal_lib
+from cil_jax.models.layers import cosine
 from cil_jax.parallel import BATCH_AXIS
 
 
@@ -78,7 +80,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                     frozen_labeler, learning_rate_fn=None, new_rows=False,
                     local_ce=False, head_path="head", balanced_replay="",
                     penalty=False, path_integral=False, rehearsal="",
-                    mixed_batch_stats=False):
+                    mixed_batch_stats=False, lucir=None):
   """Builds the per-device step; wrap it with ``pmap_train_step``.
 
   ``student_apply``/``teacher_apply`` are flax ``Module.apply`` functions; the
@@ -131,7 +133,13 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   and ``kd_form`` distillation of the teacher (``teacher_logits`` and
   ``replay_logits``) on the batch and the memory rows. The batch's
   BatchNorm statistics come from the rows the loss trains on (the batch
-  and, for er, icarl and bic, the memory rows).
+  and, for er, icarl, bic and lucir, the memory rows). ``lucir`` (a
+  cosine-head model; ``lucir.Settings``) takes the cross-entropy over all
+  seen classes on the batch and the memory rows, plus the less-forget
+  constraint against the teacher's features on both and the margin
+  ranking loss on the memory rows (``cil_jax.lucir``; the ``kd`` metric
+  is the less-forget term); its teacher is always run (its features, not
+  its logits, are needed).
   """
 
   def train_step(state, teacher, batch, rng):
@@ -139,11 +147,14 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                              lax.axis_index(BATCH_AXIS))
     hparams = state.hparams
     teacher_logits = batch.get("teacher_logits")
-    if teacher_logits is None and teacher_apply is not None:
+    if (teacher_logits is None and teacher_apply is not None
+        and rehearsal != "lucir"):
       teacher_logits = lax.stop_gradient(
           teacher_apply(teacher, batch["image"], train=False))
 
     def loss_fn(params):
+      if rehearsal == "lucir":
+        return _lucir_loss(params)
       if rehearsal in ("er", "icarl", "bic"):
         return _joint_rows_loss(params)
       synthetic = None
@@ -212,6 +223,31 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
                                                   hparams["num_seen"])
       return loss, (seen_logits[:rows], updates.get("batch_stats", {}),
                     loss, kd)
+
+    def _lucir_loss(params):
+      rows = batch["image"].shape[0]
+      images = jnp.concatenate([batch["image"], batch["replay_image"]])
+      all_logits, updates = student_apply(
+          {"params": params, "batch_stats": state.batch_stats}, images,
+          train=True, rngs={"dropout": rng},
+          mutable=["batch_stats", "intermediates"],
+          capture_intermediates=rehearsal_lib.capture_features)
+      features = rehearsal_lib.captured_features(updates)
+      old_features = lax.stop_gradient(
+          rehearsal_lib.features(teacher_apply, teacher, images))
+      labels = jnp.concatenate([batch["label"], batch["replay_label"]])
+      seen_logits = losses.mask_logits(all_logits, hparams["num_seen"])
+      ce = losses.cross_entropy(seen_logits, labels)
+      less_forget = lucir_lib.less_forget(features, old_features)
+      ranking = lucir_lib.margin_ranking(
+          cosine(features[rows:], params[head_path]["kernel"]),
+          batch["replay_label"], hparams["num_old"], hparams["num_seen"],
+          lucir.margin, lucir.top_k)
+      loss = (ce + lucir_lib.adaptive_weight(
+          lucir.lambda_base, hparams["num_old"], hparams["num_seen"])
+              * less_forget + lucir.mr_weight * ranking)
+      return loss, (seen_logits[:rows], updates.get("batch_stats", {}), ce,
+                    less_forget)
 
     def memory_grads(params):
       """A-GEM's reference: the cross-entropy gradient on the memory rows

@@ -72,6 +72,14 @@ def get_config():
   config.model.resnet_depth = 20  # resnet: 20, 32, 44, ...
   config.model.resnet_width = 16  # resnet
   config.model.dropout = 0.0  # mlp, cnn
+  # A cosine-normalised head, sigma * cos(features, class weight) with one
+  # learnable sigma starting at cosine_scale_init (LUCIR's; the method
+  # lucir needs it). A model-level knob: every method of the run, C_A
+  # included, uses it. LUCIR's code starts sigma at 1 and trains with SGD
+  # at lr 0.1, where it grows fast; with Adam at 1e-3 it moves ~1e-3 a
+  # step, and from 1 a digits run learnt no new class.
+  config.model.cosine_head = False
+  config.model.cosine_scale_init = 10.0
 
   config.eps_kd = config_dict.ConfigDict()
   config.eps_kd.eps = "auto"  # a number in [0, 1], or auto = k / (k + m)
@@ -168,6 +176,16 @@ def get_config():
   config.bic = config_dict.ConfigDict()
   config.bic.val_fraction = 0.1
   config.bic.kd_temperature = 2.0
+  # lucir (Hou et al. 2019; stores old data; needs model.cosine_head=True):
+  # CE on new data and memory rows + lambda_base * sqrt(old / new classes)
+  # * (1 - cos(new, old features)) + mr_weight * the margin ranking loss
+  # (each memory row's true-class cosine above its top_k new-class ones by
+  # margin).
+  config.lucir = config_dict.ConfigDict()
+  config.lucir.lambda_base = 5.0
+  config.lucir.margin = 0.5
+  config.lucir.top_k = 2
+  config.lucir.mr_weight = 1.0
 
   config.optim = config_dict.ConfigDict()
   config.optim.name = "adam"  # sgd | adam | adamw

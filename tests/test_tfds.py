@@ -12,6 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cil_jax import evaluate
+from cil_jax import exemplars
 from cil_jax import parallel
 from cil_jax import train
 from cil_jax.data import cache
@@ -26,6 +27,7 @@ from cil_jax import config_files
 cifar10 = config_files.from_checkout("cifar10")
 cifar100 = config_files.from_checkout("cifar100")
 cifar100_data_free = config_files.from_checkout("cifar100_data_free")
+cifar100_methods = config_files.from_checkout("cifar100_methods")
 fashion_mnist_config = config_files.from_checkout("fashion_mnist")
 
 
@@ -84,6 +86,36 @@ def test_cifar100_data_free_config_runs_replay_on_mock_data(tmp_path):
                          "replay_samples.png") > 5000
   with pytest.raises(ValueError, match="must divide 100"):
     cifar100_data_free.get_config("7")
+
+
+def test_cifar100_methods_config_runs_lucir_on_mock_data(tmp_path,
+                                                         monkeypatch):
+  """One tiny run (50 base classes, then 10, LUCIR on its cosine head);
+  the other protocols' groups and the linear-head variant's methods."""
+  for protocol, sizes in (("50+5x10", [50] + [10] * 5),
+                          ("50+10x5", [50] + [5] * 10),
+                          ("10x10", [10] * 10)):
+    config = cifar100_methods.get_config(protocol)
+    assert [len(g) for g in config.classes.groups] == sizes
+    assert config.methods == "er,icarl,bic" and not config.model.cosine_head
+  for bad in ("50+5x5", "5by10", "10x10,er"):
+    with pytest.raises(ValueError, match="cifar100_methods"):
+      cifar100_methods.get_config(bad)
+  config = cifar100_methods.get_config("50+5x10,lucir")
+  assert config.model.cosine_head and config.memory.per_class == 20
+  config = _tiny(config, tmp_path, "lucir")
+  # Herding embeds each class's few mock rows in chunks of 1,024 rows:
+  # smaller ones for these tiny classes.
+  monkeypatch.setattr(exemplars, "_CHUNK", 32)
+  with tfds.testing.mock_data(num_examples=1000):
+    results = train.run(config, str(tmp_path / "run"))
+  step = results["methods"]["lucir"]["steps"][1]
+  assert step["num_old"] == 50 and step["num_new"] == 10
+  # At most 20 exemplars of each old class (mock labels are random: some
+  # have fewer rows), then of each seen class.
+  assert 50 <= step["memory_rows"] <= 20 * 50
+  assert 60 <= step["memory_size"] <= 20 * 60
+  assert 0.0 <= step["acc_all"] <= 1.0
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,9 @@ def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=(),
   ``layer_03``) run as at test time even in training: no dropout, BatchNorm
   on running averages. ``dtype`` (one of ``COMPUTE_DTYPES``) is what the
   layers compute in; the logits come out float32. Parameters are the same
-  either way.
+  either way. ``model_config.cosine_head`` gives the model LUCIR's cosine
+  head (``layers.CosineHead``); configs and metadata without the key have
+  a linear head.
   """
   name = model_config.name
   frozen_layers = tuple(frozen_layers)
@@ -43,7 +45,10 @@ def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=(),
     raise ValueError(f"Unknown model {name!r}: set config.model.name to one "
                      f"of {MODEL_NAMES}.")
   return Classifier(backbone=backbone, num_classes=num_classes,
-                    adapter_dim=adapter_dim, dtype=dtype)
+                    adapter_dim=adapter_dim, dtype=dtype,
+                    cosine_head=model_config.get("cosine_head", False),
+                    cosine_scale_init=model_config.get("cosine_scale_init",
+                                                       10.0))
 
 
 def abstract_variables(model, input_shape):

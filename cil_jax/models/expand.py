@@ -6,6 +6,8 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from cil_jax.models.layers import SCALE
+
 HEAD = "head"
 
 
@@ -70,6 +72,8 @@ def resize_head(variables, num_outputs, head_path=HEAD):
 
 
 def _is_head(path, head_path):
-  """Whether ``collection/<...>/leaf`` is a leaf of the head."""
+  """Whether ``collection/<...>/leaf`` is a leaf of the head with a column
+  per class (the cosine head's scale is one number, copied whole)."""
   parts = path.split("/")
-  return len(parts) >= 3 and "/".join(parts[1:-1]) == head_path
+  return (len(parts) >= 3 and "/".join(parts[1:-1]) == head_path
+          and parts[-1] != SCALE)

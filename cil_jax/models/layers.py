@@ -30,8 +30,42 @@ class Adapter(nn.Module):
                                dtype=self.dtype, name="up")(hidden)
 
 
+SCALE = "scale"  # the cosine head's sigma: a scalar, not a column per class
+
+
+class CosineHead(nn.Module):
+  """A cosine-normalised head (Hou et al. 2019, LUCIR): ``scale * cos(f,
+  w_i)``, the cosine of the features and each class's kernel column times
+  one learnable scalar ``scale`` (sigma), no bias. Its kernel has a linear
+  head's layout, so widening and masking treat its columns alike; the
+  scale is one number for all classes (``SCALE``)."""
+  num_classes: int
+  scale_init: float = 10.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (features.shape[-1], self.num_classes))
+    scale = self.param(SCALE, nn.initializers.constant(self.scale_init), ())
+    return scale * cosine(features, kernel, self.dtype)
+
+
+def cosine(features, kernel, dtype=jnp.float32):
+  """``[rows, classes]`` cosines of each feature row and kernel column."""
+  rows = jnp.asarray(features, jnp.float32)
+  kernel = jnp.asarray(kernel, jnp.float32)
+  rows = rows / jnp.maximum(jnp.linalg.norm(rows, axis=-1, keepdims=True),
+                            1e-12)
+  kernel = kernel / jnp.maximum(
+      jnp.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+  return jnp.dot(rows.astype(dtype), kernel.astype(dtype))
+
+
 class Classifier(nn.Module):
-  """A backbone, an optional adapter, and a linear head named ``head``.
+  """A backbone, an optional adapter, and a head named ``head``: linear, or
+  with ``cosine_head`` a ``CosineHead`` starting at scale
+  ``cosine_scale_init``.
 
   The head's kernel is ``[features, num_classes]``; column i scores the i-th
   class of the class order, so growing the head appends columns. Inputs
@@ -43,6 +77,8 @@ class Classifier(nn.Module):
   num_classes: int
   adapter_dim: int = 0
   dtype: Any = jnp.float32
+  cosine_head: bool = False
+  cosine_scale_init: float = 10.0
 
   @nn.compact
   def __call__(self, inputs, train=False):
@@ -50,8 +86,12 @@ class Classifier(nn.Module):
     if self.adapter_dim:
       features = Adapter(self.adapter_dim, self.dtype,
                          name="adapter")(features)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
-                      name="head")(features)
+    if self.cosine_head:
+      logits = CosineHead(self.num_classes, self.cosine_scale_init,
+                          self.dtype, name="head")(features)
+    else:
+      logits = nn.Dense(self.num_classes, dtype=self.dtype,
+                        name="head")(features)
     return logits.astype(jnp.float32)
 
 

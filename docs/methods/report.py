@@ -29,7 +29,9 @@ SETTINGS = {  # directory: (model, config arguments)
     "digits_5x2": ("MLP 64-256-256", "configs/default.py"),
 }
 METHODS = ("finetune", "lwf", "ewc", "si", "mas", "joint", "er", "icarl",
-           "agem", "bic")
+           "agem", "bic", "lucir")
+# Methods whose runs change the model: lucir's cosine head (its own C_A).
+MODEL_ARGS = {"lucir": ("cosine head", " --config.model.cosine_head=True")}
 GROUPS = "((0,1),(2,3),(4,5),(6,7),(8,9))"
 # van de Ven & Tolias 2019 ("Three scenarios for continual learning"),
 # class-incremental split MNIST, MLP 2x400, final accuracy on all classes.
@@ -97,7 +99,9 @@ def summarise(collected):
     runs = collected[setting, method, weight, memory_size]
     s = seeds_lib.stats(runs)
     out.append({
-        "setting": setting, "model": SETTINGS[setting][0],
+        "setting": setting,
+        "model": SETTINGS[setting][0] + (
+            f", {MODEL_ARGS[method][0]}" if method in MODEL_ARGS else ""),
         "method": method, "weight": weight,
         "seeds": sorted(r["seed"] for r in runs),
         "final_acc_all_mean": _round(s["final_acc_all_mean"]),
@@ -118,6 +122,8 @@ def summarise(collected):
                        if weight is not None else "")
                     + (f" --config.memory.size={memory_size}"
                        if memory_size else "")
+                    + (MODEL_ARGS[method][1] if method in MODEL_ARGS
+                       else "")
                     + " --workdir DIR")})
   return out
 

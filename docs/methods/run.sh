@@ -11,7 +11,9 @@
 # 10,000 times its default, seed 0. The rehearsal methods run at memory
 # sizes 200 and 2,000, one process per dataset, memory size and seed
 # (C_A trained once for the three; bic in a process of its own, in
-# <setting>_memory_<size>_bic), seed 0 of every setting first.
+# <setting>_memory_<size>_bic; lucir, on a cosine head with its own C_A,
+# in <setting>_memory_<size>_lucir), seed 0 of every setting first.
+# REHEARSAL_RUNS (default "er,icarl,agem bic lucir") picks those processes.
 # PARTS (default "rehearsal regularisation") picks the parts to run.
 # Resumable: a finished run (its results.json present) is skipped, an
 # unfinished one resumes; run at most one training process at a time.
@@ -23,6 +25,7 @@ PY=${PY:-.venv/bin/python}
 GROUPS_5X2="((0,1),(2,3),(4,5),(6,7),(8,9))"
 METHODS=ewc,si,mas,finetune,lwf,joint
 REHEARSAL=er,icarl,agem
+REHEARSAL_RUNS=${REHEARSAL_RUNS:-"$REHEARSAL bic lucir"}
 PARTS=${PARTS:-rehearsal regularisation}
 
 config_of() {
@@ -44,13 +47,15 @@ if [[ " $PARTS " == *" rehearsal "* ]]; then
   for seed in ${SEEDS:-0 1 2}; do
     for dataset in fashion_mnist digits; do
       for size in 200 2000; do
-        for methods in $REHEARSAL bic; do
-          suffix=""
+        for methods in $REHEARSAL_RUNS; do
+          suffix="" head=False
           [ "$methods" = bic ] && suffix=_bic
+          [ "$methods" = lucir ] && suffix=_lucir head=True
           run_in "$RUNS/${dataset}_5x2_memory_$size$suffix/seed_$seed" \
               --config "$(config_of $dataset)" --config.seed=$seed \
               --config.classes.groups="$GROUPS_5X2" \
-              --config.methods=$methods --config.memory.size=$size
+              --config.methods=$methods --config.memory.size=$size \
+              --config.model.cosine_head=$head
         done
       done
     done
