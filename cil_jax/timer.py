@@ -84,12 +84,17 @@ def budget():
   report.update({f"{k}_seconds": round(v, 2) for k, v in _TOTALS.items()})
   inside = _TOTALS.get("train_steps", 0.0) + _TOTALS.get("eval", 0.0)
   report["outside_steps_fraction"] = round(1 - inside / wall, 4)
-  if _COUNTS:  # only with a persistent compilation cache
+  if _COUNTS and _cache_dir():  # JAX counts requests without a cache too
     report["compilation_cache_requests"] = _COUNTS.get(
         "compilation_cache_requests", 0)
     report["compilation_cache_hits"] = _COUNTS.get("compilation_cache_hits",
                                                    0)
   return report
+
+
+def _cache_dir():
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.config.jax_compilation_cache_dir
 
 
 def describe(report):
