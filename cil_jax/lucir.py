@@ -18,6 +18,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from cil_jax import rehearsal
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -36,9 +38,8 @@ def settings_from(c):
 
 
 def _normalize(rows):
-  rows = jnp.asarray(rows, jnp.float32)
-  return rows / jnp.maximum(jnp.linalg.norm(rows, axis=-1, keepdims=True),
-                            1e-12)
+  """``rehearsal.normalize`` in float32 (features may be bfloat16)."""
+  return rehearsal.normalize(jnp.asarray(rows, jnp.float32))
 
 
 def less_forget(features, old_features):
