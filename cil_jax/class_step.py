@@ -54,7 +54,8 @@ def run_step(ctx, t, jobs):
       unique.setdefault((job.method, id(job.previous)), []).append(i)
   batches = {}
   for indices in unique.values():
-    batches.setdefault(_structure(jobs[indices[0]]), []).append(indices)
+    batches.setdefault(_structure(ctx, jobs[indices[0]]), []).append(
+        indices)
   for batch in batches.values():
     trained = train_jobs(ctx, t, [jobs[indices[0]] for indices in batch])
     for indices, result in zip(batch, trained):
@@ -93,6 +94,7 @@ def train_jobs(ctx, t, jobs):
                 num_seen=ctx.num_seen(t), devices=ctx.devices,
                 dropout_key=keys.dropout, data_seed=keys.data_seed,
                 vmap=ctx.vmap, whole_epochs=ctx.whole_epochs,
+                num_outputs=ctx.num_outputs,
                 replays=replays, replay_rows=max(
                     1, method.replay_batch // len(ctx.devices)))
   fitted = dict(zip(to_fit, fit.fit(
@@ -297,12 +299,13 @@ def _reuse(ctx, t, job):
   return StepResult(record, variables, penalty, memory)
 
 
-def _structure(job):
+def _structure(ctx, job):
   """What jobs trained in one ``fit`` call must share: the compiled step,
   the training data (from scratch or not), through the method's name, the
   random keys, and the replay set and head fine-tune that follow the
   fit."""
-  return (job.method.name, step_build.structure(job.method, job.previous),
+  return (job.method.name,
+          step_build.structure(job.method, job.previous, ctx.shared_kd),
           job.previous is None, job.method.replay, job.method.replay_batch,
           job.method.head_finetune_steps, job.method.head_finetune_targets)
 

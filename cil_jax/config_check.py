@@ -82,6 +82,10 @@ def validate(config, num_devices):
   need(config.train.checkpoint_every_epochs >= 1,
        f"config.train.checkpoint_every_epochs="
        f"{config.train.checkpoint_every_epochs} must be >= 1.")
+  need(config.runtime.checkpoint_min_seconds >= 0,
+       f"config.runtime.checkpoint_min_seconds="
+       f"{config.runtime.checkpoint_min_seconds} must be >= 0 (0: a "
+       f"checkpoint at every train.checkpoint_every_epochs boundary).")
   need(config.train.dtype in COMPUTE_DTYPES,
        f"config.train.dtype={config.train.dtype!r}; use one of "
        f"{COMPUTE_DTYPES} (bfloat16: compute in bfloat16, parameters and "

@@ -64,7 +64,7 @@ class Member:
 
 def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
         devices, dropout_key, data_seed, vmap=False, teacher_logits_fn=None,
-        whole_epochs=False, replays=None, replay_rows=0):
+        whole_epochs=False, replays=None, replay_rows=0, num_outputs=None):
   """Trains every member of ``members``; returns their host variables.
 
   ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
@@ -74,7 +74,9 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   the first ``num_old`` the teacher's. With ``teacher_logits_fn`` (a
   jitted inference pass of the teacher) and device-resident data without
   augmentation, a teacher's logits are computed once per step and gathered
-  by the step instead of running the teacher on every batch. With
+  by the step instead of running the teacher on every batch; a member
+  without a teacher then gets zero logits of ``num_outputs`` (it trains
+  with eps 0 in the distilling step it shares). With
   ``whole_epochs`` and device-resident data, an epoch runs ``CHUNK`` steps
   per dispatch (``train_step.pmap_train_epoch``). ``replays`` (one per
   member, or ``None``) are synthetic old-class sets (``cil_jax.inversion``)
@@ -94,12 +96,19 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
                 and not train_data.augment)
 
   def data_for(teacher_variables, replay):
-    """The data, and the teacher the step runs (none if precomputed)."""
+    """The data, and the teacher the step runs (none if precomputed). A
+    member without a teacher in a distilling step (``step_build``'s
+    ``shared_kd``: it trains with eps 0) gets zero teacher logits."""
     data = train_data
     if teacher_variables is not None and precompute:
       with timer.section("teacher_logits"):
         data = data.with_teacher_logits(teacher_logits_fn, teacher_variables)
       teacher_variables = None
+    elif teacher_logits_fn is not None and teacher_variables is None:
+      if not precompute:
+        raise ValueError("A step without a teacher runs a distilling step "
+                         "only where teacher logits are precomputed.")
+      data = data.with_zero_teacher_logits(num_outputs)
     if replay is not None:
       data = replay_lib.attach(data, replay, replay_rows, devices)
     return data, teacher_variables
@@ -161,6 +170,7 @@ class _EpochLoop:
                                     start_epoch)
     whole_epochs = self.whole_epochs
     first_loss = None
+    last_save = time.perf_counter()
     for epoch in range(start_epoch + 1, epochs + 1):
       start, compiles = time.perf_counter(), timer.total("compiles")
       feeds = (train_data_lib.epoch_chunks(self.train_data, self.data_seed,
@@ -194,8 +204,8 @@ class _EpochLoop:
               f"{means['kd'][i]:.4f} train_acc {means['accuracy'][i]:.3f} "
               f"({examples_per_s:,.0f} ex/s)", flush=True)
       board.write(epoch, means, examples_per_s)
-      if (epoch % self.config.train.checkpoint_every_epochs == 0
-          or epoch == epochs):
+      if self._checkpoint_due(epoch, last_save):
+        last_save = time.perf_counter()
         with timer.section("checkpoints"):
           host = parallel.unreplicate(state)
           for i, manager in enumerate(checkpoints):
@@ -209,6 +219,16 @@ class _EpochLoop:
     if stacked:
       return [members_lib.unstack_state(final, i) for i in range(len(members))]
     return [final]
+
+  def _checkpoint_due(self, epoch, last_save):
+    """At a ``train.checkpoint_every_epochs`` boundary (or the last
+    epoch), once ``runtime.checkpoint_min_seconds`` have passed since the
+    loop began or the last save."""
+    every = self.config.train.checkpoint_every_epochs
+    if epoch % every and epoch != self.config.train.epochs:
+      return False
+    return (time.perf_counter() - last_save
+            >= self.config.runtime.checkpoint_min_seconds)
 
   def _log_start(self, members, host_states):
     print(f"{_names(members)}: {self.train_data.global_examples} training "

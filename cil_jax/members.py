@@ -25,12 +25,13 @@ Metrics come back ``[devices, H]``.
 import functools
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 
 def stack_states(states):
   """One state whose leaves carry the members along a new leading axis."""
-  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+  return jax.tree.map(lambda *leaves: np.stack(jax.device_get(leaves)),
+                      *states)
 
 
 def unstack_state(stacked, i):

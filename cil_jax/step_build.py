@@ -56,23 +56,67 @@ def preset_labels(method, params, layout=None):
   return rules, partition.trainable_labels(params, rules)
 
 
-def structure(method, previous):
+def structure(method, previous, shared_kd=None):
   """What must be equal for two steps to share models and a compiled step:
   the layer preset, the student's adapter, whether the CE is local and,
   when distilling, the KD form and the teacher's adapter; whether a
   penalty is added and SI's path integral tracked; the rehearsal.
   Method names, eps,
   T, the penalty's weight and weight aligning (after training) are not
-  part of it."""
-  distills = previous is not None and method.distills
+  part of it.
+
+  ``shared_kd`` (``shared_kd_programs``, ``StepContext.shared_kd``): a
+  plain step that does not distill (C_A, fine-tuning, joint) takes the
+  KD part of the run's distilling method of its other structure, and so
+  runs that method's compiled step with eps 0 on zero teacher logits
+  (``fit``): one compilation serves them all, and the loss, gradients and
+  updates are the cross-entropy's alone."""
+  base = _base_structure(method, previous)
+  kd = _kd_part(method, previous)
+  if kd is None and shared_kd and plain(method):
+    kd = shared_kd.get(base)
+  return base + (kd,) + (
+      (uses_penalty(method, previous), tracks_path_integral(method))
+      if method.regularizer or method.consolidate else ())
+
+
+def _base_structure(method, previous):
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
           method.batch_stats, method.balanced_replay,
-          method.rehearsal if previous is not None else "", method.lucir,
-          (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
-          if distills else None) + (
-              (uses_penalty(method, previous), tracks_path_integral(method))
-              if method.regularizer or method.consolidate else ())
+          method.rehearsal if previous is not None else "", method.lucir)
+
+
+def _kd_part(method, previous):
+  if previous is None or not method.distills:
+    return None
+  return (method.kd_form, method.kd_t2_scaling, previous.adapter_dim)
+
+
+def plain(method):
+  """Trains on its batches alone (no replay, memory, penalty or
+  consolidation), so it can share a distilling method's compiled step."""
+  return not (method.replay or method.rehearsal or method.regularizer
+              or method.consolidate or method.memory or method.lucir
+              or method.balanced_replay)
+
+
+def shared_kd_programs(all_methods):
+  """``{base structure: KD part}`` of the plain distilling methods among
+  ``all_methods`` (the first of each base structure), for
+  ``structure``'s ``shared_kd``; their steps from a previous model
+  without an adapter."""
+  no_adapter = _NoAdapter()
+  shared = {}
+  for method in all_methods:
+    if plain(method) and method.distills and not method.adapter_dim:
+      shared.setdefault(_base_structure(method, no_adapter),
+                        _kd_part(method, no_adapter))
+  return shared
+
+
+class _NoAdapter:
+  adapter_dim = 0
 
 
 def uses_penalty(method, previous):
@@ -94,13 +138,16 @@ def local_ce(method, previous):
 def build_models(ctx, method, previous):
   """The method structure's models, optimizer and per-device step, built on
   first use and cached in ``ctx``."""
-  key = structure(method, previous)
+  key = structure(method, previous, ctx.shared_kd)
   if key not in ctx.train_steps:
-    ctx.train_steps[key] = _build(ctx, method, previous)
+    ctx.train_steps[key] = _build(ctx, method, previous, key[len(
+        _base_structure(method, previous))])
   return ctx.train_steps[key]
 
 
-def _build(ctx, method, previous):
+def _build(ctx, method, previous, kd):
+  """``kd``: the structure's KD part (``_kd_part``; the method's own, or
+  the one it shares), or ``None``."""
   dim = adapter_dim(method, previous)
   params = ctx.abstract(ctx.num_outputs, dim)["params"]
   rules, labels = preset_labels(method, params, ctx.layout)
@@ -110,13 +157,16 @@ def _build(ctx, method, previous):
             else partition.frozen_backbone_layers(params, labels))
   student = ctx.model(ctx.num_outputs, dim, frozen)
   teacher = None
-  if previous is not None and method.distills:
-    teacher = ctx.model(ctx.num_outputs, previous.adapter_dim)
+  if kd is not None:
+    kd_form, kd_t2_scaling, teacher_adapter_dim = kd
+    teacher = ctx.model(ctx.num_outputs, teacher_adapter_dim)
+  else:
+    kd_form, kd_t2_scaling = method.kd_form, method.kd_t2_scaling
   tx = partition.masked_optimizer(optim.make_direction(ctx.config.optim),
                                   labels)
   train_step = ts.make_train_step(
       student.apply, teacher.apply if teacher is not None else None, tx,
-      method.kd_form, method.kd_t2_scaling, partition.rule_labeler(rules),
+      kd_form, kd_t2_scaling, partition.rule_labeler(rules),
       learning_rate_fn=functools.partial(optim.learning_rate,
                                          ctx.config.optim),
       new_rows=method.layers == "new_rows",

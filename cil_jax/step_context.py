@@ -85,6 +85,9 @@ class StepContext:
     self._logits_fns = {}
     self._inits = {}
     self.train_steps = {}  # method structure -> (per-device step, tx)
+    # Base structure -> KD part of the run's distilling method, which its
+    # plain methods' steps share (step_build.structure); set by train.
+    self.shared_kd = {}
     self.replays = {}  # (step, previous model, settings) -> synthetic set
 
   @property
@@ -94,6 +97,14 @@ class StepContext:
       return self.teacher["input"]
     return {"pixels": "stored", "normalization": "mean_std",
             "mean": list(self.dataset.mean), "std": list(self.dataset.std)}
+
+  @property
+  def precomputes_teacher_logits(self):
+    """Whether a step gathers its teacher's logits, computed once, rather
+    than running the teacher per batch (``fit``): training data on the
+    devices, not augmented."""
+    return (train_data.placement_of(self.source, self.config.dataset)
+            == "device" and not self.dataset.augment)
 
   def num_seen(self, t):
     return sum(len(g) for g in self.groups[:t + 1])

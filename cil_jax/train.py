@@ -42,6 +42,7 @@ from cil_jax import input_spec
 from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
+from cil_jax import step_build
 from cil_jax import step_outputs
 from cil_jax import teacher
 from cil_jax import tensorboard
@@ -119,6 +120,8 @@ def _run(configs, vmap, source=None):
                  for w in configs for name in method_names[w]]
   config_check.validate_steps(
       ctx, all_methods, given[1]["adapter_dim"] if given else None)
+  if ctx.precomputes_teacher_logits:  # one compiled step for C_A and all
+    ctx.shared_kd = step_build.shared_kd_programs(all_methods)
   if given is not None:  # evaluated and checked against its copy: no write
     base = class_step.given_base(ctx, given[0], given[1]["adapter_dim"],
                                  given[2])

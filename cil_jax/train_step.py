@@ -16,6 +16,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -62,17 +63,20 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
   params = variables["params"]
   if num_seen is None:
     num_seen = params["head"]["kernel"].shape[-1]
+  # Host scalars: eager jnp constructors would compile a small program per
+  # dtype.
   return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params,
+      step=np.zeros((), np.int32), params=params,
       batch_stats=variables.get("batch_stats", {}),
       opt_state=tx.init(params),
-      hparams={"eps": jnp.float32(eps),
-               "kd_temperature": jnp.float32(kd_temperature),
-               "num_old": jnp.int32(num_seen if num_old is None else num_old),
-               "num_seen": jnp.int32(num_seen),
-               "total_steps": jnp.int32(total_steps),
-               "replay_weight": jnp.float32(replay_weight)},
-      path_integral=(jax.tree.map(jnp.zeros_like, params) if path_integral
+      hparams={"eps": np.array(eps, np.float32),
+               "kd_temperature": np.array(kd_temperature, np.float32),
+               "num_old": np.array(num_seen if num_old is None else num_old,
+                                   np.int32),
+               "num_seen": np.array(num_seen, np.int32),
+               "total_steps": np.array(total_steps, np.int32),
+               "replay_weight": np.array(replay_weight, np.float32)},
+      path_integral=(jax.tree.map(np.zeros_like, params) if path_integral
                      else {}))
 
 
@@ -186,6 +190,9 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
             logits, hparams["kd_temperature"], kd_t2_scaling,
             num_old=hparams["num_old"])
         loss = losses.eps_mix(ce, kd, hparams["eps"])
+        # A step with eps 0 (a plain method in a distilling method's
+        # program, ``step_build.structure``) does not distil.
+        kd = jnp.where(hparams["eps"] > 0, kd, 0.0)
       if "replay_image" in batch and not rehearsal:
         loss = loss + hparams["replay_weight"] * losses.distillation(
             kd_form, losses.mask_logits(batch["replay_logits"],

@@ -226,4 +226,11 @@ def get_config():
   # directory, e.g. ~/.cache/cil_jax/xla, makes reruns and the runs of a
   # sweep load their compiled programs instead of compiling them; "" off.
   config.runtime.compilation_cache_dir = ""
+  # An epoch-boundary checkpoint is written only once this many seconds of
+  # the step's training have passed since the step began or the last
+  # checkpoint: a short step killed mid-way is redone from its start (its
+  # end is saved as the step's classifier), so saves never dominate it.
+  # 0 writes one at every train.checkpoint_every_epochs
+  # boundary.
+  config.runtime.checkpoint_min_seconds = 30.0
   return config

@@ -11,6 +11,7 @@ def small_config(**overrides):
   config = default.get_config()
   config.train.epochs = 4
   config.train.checkpoint_every_epochs = 2
+  config.runtime.checkpoint_min_seconds = 0.0
   config.train.num_devices = 1
   return config_overrides.apply(config, overrides)
 

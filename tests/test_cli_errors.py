@@ -34,7 +34,8 @@ CONFIGS = os.path.join(ROOT, "configs")
 TINY = {"train.epochs": 1, "model.hidden_sizes": "(16,)",
         "methods": "eps_kd,finetune"}
 RUN_FLAGS = {"finished": {}, "interrupted": {
-    "train.epochs": 60, "train.checkpoint_every_epochs": 1}}
+    "train.epochs": 60, "train.checkpoint_every_epochs": 1,
+    "runtime.checkpoint_min_seconds": 0}}
 PARALLEL = threading.Semaphore(3)  # subprocesses at once (2 cores)
 
 
@@ -175,7 +176,8 @@ META = os.path.join("{teacher}", checkpoint.METADATA_FILE)
 CASES = [
     Case("1 diverging learning rate", "new",
          {"optim.learning_rate": "1e6", "train.epochs": 3,
-          "train.checkpoint_every_epochs": 1},
+          "train.checkpoint_every_epochs": 1,
+          "runtime.checkpoint_min_seconds": 0},
          (("base", "eps_kd", "finetune"), "step", "epoch",
           ("1e+06", "1000000", "1e6"), "learning_rate"),
          trains=True, after=_earlier_checkpoint_kept),

@@ -9,6 +9,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--config.methods=eps_kd", "--config.train.epochs=12",
          "--config.train.checkpoint_every_epochs=3",
+         "--config.runtime.checkpoint_min_seconds=0",
          "--config.train.num_devices=1", "--config.model.hidden_sizes=(64,)"]
 
 

@@ -72,6 +72,13 @@ class DeviceSplit:
     return dict(self.resident, teacher_logits=parallel.replicate(table,
                                                                   devices))
 
+  def zero_teacher_logits(self, num_outputs, devices):
+    """``resident`` plus all-zero ``teacher_logits`` ``[examples,
+    num_outputs]``, laid out as ``teacher_logits`` lays out real ones."""
+    table = np.zeros((len(self.label), num_outputs), np.float32)
+    return dict(self.resident, teacher_logits=parallel.replicate(table,
+                                                                  devices))
+
 
 def _gather(resident, indices):
   batch = {"image": (resident["image"][indices].astype(jnp.float32)

@@ -178,6 +178,14 @@ class DeviceTrainData:
         logits_fn, teacher_variables, self.rows, self._devices)
     return data
 
+  def with_zero_teacher_logits(self, num_outputs):
+    """This data with all-zero ``teacher_logits`` of ``num_outputs``: the
+    batches of a distilling step that trains without a teacher (eps 0)."""
+    data = copy.copy(self)
+    data.resident = self.split.zero_teacher_logits(num_outputs,
+                                                   self._devices)
+    return data
+
   def epoch(self, seed, epoch):
     """Per step: ``indices`` ``[devices, per_device]`` into the resident
     split, and the batch's ``augment_seed``."""
