@@ -306,6 +306,9 @@ def _structure(ctx, job):
   fit."""
   return (job.method.name,
           step_build.structure(job.method, job.previous, ctx.shared_kd),
+          # A job without a teacher in a shared distilling step (eps 0)
+          # trains apart from those with one.
+          job.previous is not None and job.method.distills,
           job.previous is None, job.method.replay, job.method.replay_batch,
           job.method.head_finetune_steps, job.method.head_finetune_targets)
 

@@ -120,6 +120,7 @@ def _run(configs, vmap, source=None):
                  for w in configs for name in method_names[w]]
   config_check.validate_steps(
       ctx, all_methods, given[1]["adapter_dim"] if given else None)
+  ctx.prefetch_init()  # compiles while the data loads
   if ctx.precomputes_teacher_logits:  # one compiled step for C_A and all
     ctx.shared_kd = step_build.shared_kd_programs(all_methods)
   if given is not None:  # evaluated and checked against its copy: no write

@@ -28,7 +28,7 @@ from cil_jax import jsonio  # pylint: disable=g-import-not-at-top,wrong-import-p
 SETTINGS = ("fashion_mnist_9+1", "fashion_mnist_8+2", "fashion_mnist_5+5",
             "fashion_mnist_5x2", "digits_5+5")
 VARIANTS = {  # members of docs/data_free/run.sh: what each changes
-    "recipe": "",
+    "recipe": "round 1 (BatchNorm statistics frozen, eps 0.5)",
     "no_head_finetune": "without the head fine-tune",
     "no_replay": "without replay (nor head fine-tune)",
     "ce_all": "CE over all classes instead of local",
@@ -36,9 +36,12 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
     "no_weight_aligning": "without weight aligning",
     "bn_mixed": "BatchNorm statistics on mixed real new + synthetic old "
                 "batches",
-    "auto": "batch_stats=auto, eps=auto",
+    "auto": "",  # configs/data_free.py's default
     "auto_w2": "batch_stats=auto, eps=auto, replay weight 2",
 }
+# configs/data_free.py's df_replay values before round 2's became its
+# default (docs/data_free/run.sh's ROUND1).
+ROUND1 = {"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5"}
 METRICS = ("final_acc_all", "final_acc_old", "final_acc_new",
            "average_incremental_accuracy", "forgetting")
 OLD_SHARE = {"9+1": 0.9, "8+2": 0.8, "5+5": 0.5}
@@ -93,6 +96,9 @@ def _command(root, runs, setting, seed, plain, method, variant):
     for workdir, values in jsonio.read_json(members).items():
       if os.path.basename(workdir) == variant:
         overrides = dict(values)
+  if dataset == "fashion_mnist" and method == "df_replay":
+    # Runs without these values ran round 1's recipe, the default then.
+    overrides = {**ROUND1, **overrides}
   overrides["methods"] = method
   args += [f"--config.{k}={json.dumps(v) if isinstance(v, bool) else v}"
            for k, v in overrides.items()]
@@ -186,8 +192,8 @@ def figure(rows, path):
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6, 4))
-  for method in ("df_replay", "df_replay without the head fine-tune",
-                 "df_replay batch_stats=auto, eps=auto", "eps_kd",
+  for method in ("df_replay", f"df_replay {VARIANTS['recipe']}",
+                 "df_replay without the head fine-tune", "eps_kd",
                  "finetune", "joint"):
     points = sorted(
         (OLD_SHARE[r["setting"].rsplit("_", 1)[1]], r["final_acc_all_mean"],

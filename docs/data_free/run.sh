@@ -24,19 +24,25 @@ groups_of() {  # a setting's class groups
   esac
 }
 
+# Round 1's recipe, spelt out: configs/data_free.py's default is now round
+# 2's batch_stats=auto, eps=auto (configs/default.py, the digits runs'
+# config, keeps these values).
+ROUND1='"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5"'
+
 members() {  # the ablation: the recipe and each component changed alone
   local dir=$1
   mkdir -p "$dir"
   cat > "$dir/members.json" <<JSON
-{"$dir/recipe": {"methods": "df_replay,eps_kd,finetune,joint"},
- "$dir/no_head_finetune": {"methods": "df_replay",
+{"$dir/recipe": {"methods": "df_replay,eps_kd,finetune,joint", $ROUND1},
+ "$dir/no_head_finetune": {"methods": "df_replay", $ROUND1,
                            "df_replay.head_finetune_steps": 0},
  "$dir/no_replay": {"methods": "df_replay", "df_replay.samples": 0,
-                    "df_replay.head_finetune_steps": 0},
- "$dir/ce_all": {"methods": "df_replay", "df_replay.ce_form": "all"},
- "$dir/bn_trained": {"methods": "df_replay",
+                    "df_replay.head_finetune_steps": 0, $ROUND1},
+ "$dir/ce_all": {"methods": "df_replay", "df_replay.ce_form": "all",
+                 $ROUND1},
+ "$dir/bn_trained": {"methods": "df_replay", "df_replay.eps": "0.5",
                      "df_replay.batch_stats": "train"},
- "$dir/no_weight_aligning": {"methods": "df_replay",
+ "$dir/no_weight_aligning": {"methods": "df_replay", $ROUND1,
                              "df_replay.weight_aligning": false}}
 JSON
   echo "$dir/members.json"
@@ -46,7 +52,8 @@ members_round2() {  # BatchNorm statistics mixed, and the one-recipe rules
   local dir=$1
   mkdir -p "$dir"
   cat > "$dir/members_round2.json" <<JSON
-{"$dir/bn_mixed": {"methods": "df_replay", "df_replay.batch_stats": "mixed"},
+{"$dir/bn_mixed": {"methods": "df_replay", "df_replay.batch_stats": "mixed",
+                   "df_replay.eps": "0.5"},
  "$dir/auto": {"methods": "df_replay", "df_replay.batch_stats": "auto",
                "df_replay.eps": "auto"},
  "$dir/auto_w2": {"methods": "df_replay", "df_replay.batch_stats": "auto",
@@ -80,6 +87,7 @@ for seed in 0 1 2; do
       "$PY" -m cil_jax.main --config configs/data_free.py \
           --config.seed=$seed --config.classes.groups="$(groups_of $split)" \
           --config.model.batch_norm=False --config.methods=df_replay,eps_kd \
+          --config.df_replay.batch_stats=frozen --config.df_replay.eps=0.5 \
           --workdir "$plain" \
           > "$dir.plain.log" 2>&1
     fi
