@@ -65,6 +65,13 @@ def main(argv):
     # A mistake in the input, named by its message: no traceback.
     print(f"cil_jax: error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  # Everything is written and closed (results, classifiers, checkpoint
+  # managers, TensorBoard files): skip the interpreter's teardown of JAX's
+  # backend and loaded modules, about 0.3 s of a 10 s run on a CPU.
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":
