@@ -98,3 +98,19 @@ def test_auto_batch_stats_freeze_only_when_few_classes_are_added():
   method = methods.Method("df_replay", 0.5, batch_stats="auto")
   assert methods.at_step(method, 8, 2).freeze_batch_stats
   assert not methods.at_step(method, 5, 5).freeze_batch_stats
+
+
+def test_replay_inverts_a_batchnorm_cnn(tmp_path):
+  # The CNN's three BatchNorm layers (two conv stages and the dense layer)
+  # are matched by the inversion, and replay keeps old classes that
+  # fine-tuning forgets.
+  config = small_config(**{
+      "methods": "df_replay,finetune", "model.name": "cnn",
+      "model.batch_norm": True, "train.epochs": 10, "df_replay.samples": 512,
+      "df_replay.inversion.steps": 50, "df_replay.head_finetune_steps": 100})
+  results = train.run(config, str(tmp_path))["methods"]
+  step = results["df_replay"]["steps"][1]
+  assert step["replay"]["target_hit"] > 0.9
+  assert step["replay"]["final_bn"] > 0  # a model without BatchNorm: 0
+  assert step["acc_old"] > results["finetune"]["steps"][1]["acc_old"] + 0.3
+  assert step["acc_new"] > 0.6

@@ -76,6 +76,49 @@ def test_cnn_logits_shape_and_layers():
   assert p["head/kernel"].shape == (8, 5)
 
 
+def test_bn_cnn_statistics_by_hand_and_the_same_on_eight_devices():
+  # conv -> BatchNorm -> ReLU -> pool per stage, dense -> BatchNorm; the
+  # same parameters as the plain CNN plus a BatchNorm per layer.
+  model, variables = _init("cnn", 5, batch_norm=True)
+  p = _flat(variables["params"])
+  assert p["backbone/layer_00/conv/kernel"].shape == (3, 3, 1, 4)
+  assert p["backbone/layer_01/bn/scale"].shape == (8,)
+  assert p["backbone/layer_02/dense/kernel"].shape == (32, 8)
+  assert set(variables["batch_stats"]["backbone"]) == {
+      "layer_00", "layer_01", "layer_02"}
+  images = np.asarray(_images(batch=16))
+
+  def forward(v, x):
+    return model.apply(v, x, train=True, mutable=["batch_stats"])
+
+  def stats_on(num_devices):
+    replicated = jax.tree.map(
+        lambda a: np.broadcast_to(a, (num_devices, *a.shape)), variables)
+    shards = images.reshape(num_devices, -1, *images.shape[1:])
+    _, updates = jax.pmap(forward, axis_name="batch",
+                          devices=jax.local_devices()[:num_devices])(
+                              replicated, shards)
+    return jax.tree.map(lambda a: np.asarray(a)[0], updates["batch_stats"])
+
+  one, eight = stats_on(1), stats_on(8)
+  jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5,
+                                 atol=1e-6), one, eight)
+  # The first stage's statistics by hand: 3x3 SAME conv with bias, then
+  # momentum 0.9 from mean 0 and var 1.
+  kernel = p["backbone/layer_00/conv/kernel"]
+  x = np.pad(images[..., 0], ((0, 0), (1, 1), (1, 1)))
+  conv = np.zeros((16, 8, 8, 4), np.float64) + p["backbone/layer_00/conv/bias"]
+  for di in range(3):
+    for dj in range(3):
+      conv += x[:, di:di + 8, dj:dj + 8, None] * kernel[di, dj, 0]
+  stats = one["backbone"]["layer_00"]["bn"]
+  np.testing.assert_allclose(stats["mean"], 0.1 * conv.mean(axis=(0, 1, 2)),
+                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(stats["var"],
+                             0.9 + 0.1 * conv.var(axis=(0, 1, 2)),
+                             rtol=1e-4, atol=1e-6)
+
+
 def test_resnet_eval_logits_shape_outside_pmap(resnet):
   model, variables = resnet
   logits = model.apply(variables, _images(), train=False)

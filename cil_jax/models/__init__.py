@@ -37,7 +37,8 @@ def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=(),
   elif name == "cnn":
     backbone = SmallCNN(tuple(model_config.conv_features),
                         model_config.dense_size, model_config.dropout,
-                        frozen_layers, dtype=dtype)
+                        frozen_layers, model_config.get("batch_norm", False),
+                        dtype=dtype)
   elif name == "resnet":
     backbone = ResNetCifar(model_config.resnet_depth, model_config.resnet_width,
                            frozen_layers=frozen_layers, dtype=dtype)

@@ -6,10 +6,12 @@ is (flax's ``param_dtype``), so a bfloat16 model has the variables, the
 checkpoint and the optimizer state of a float32 one.
 """
 
-from typing import Any
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from cil_jax.parallel import BATCH_AXIS
 
 
 class Adapter(nn.Module):
@@ -28,6 +30,29 @@ class Adapter(nn.Module):
     return features + nn.Dense(features.shape[-1],
                                kernel_init=nn.initializers.zeros,
                                dtype=self.dtype, name="up")(hidden)
+
+
+class WithBatchNorm(nn.Module):
+  """A Dense layer (``dense``), or with ``kernel_size`` a Conv (``conv``),
+  of ``features``, then BatchNorm (``bn``): momentum 0.9, epsilon 1e-5,
+  statistics averaged over the ``batch`` pmap axis in training (so a model
+  trains under ``pmap``) and reduced in float32 whatever the dtype (flax's
+  force_float32_reductions). Its running statistics are what data-free
+  inversion matches (``cil_jax.inversion``)."""
+  features: int
+  kernel_size: Optional[Tuple[int, int]] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train):
+    if self.kernel_size is None:
+      x = nn.Dense(self.features, dtype=self.dtype, name="dense")(x)
+    else:
+      x = nn.Conv(self.features, self.kernel_size, dtype=self.dtype,
+                  name="conv")(x)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                        epsilon=1e-5, axis_name=BATCH_AXIS if train else None,
+                        dtype=self.dtype, name="bn")(x)
 
 
 SCALE = "scale"  # the cosine head's sigma: a scalar, not a column per class

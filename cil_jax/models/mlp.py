@@ -5,8 +5,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cil_jax.models.layers import WithBatchNorm
 from cil_jax.models.layers import flatten
-from cil_jax.parallel import BATCH_AXIS
 
 
 class MLP(nn.Module):
@@ -33,22 +33,8 @@ class MLP(nn.Module):
       name = f"layer_{i:02d}"
       learns = train and name not in self.frozen_layers
       if self.batch_norm:
-        x = _DenseBN(size, self.dtype, name=name)(x, learns)
+        x = WithBatchNorm(size, dtype=self.dtype, name=name)(x, learns)
       else:
         x = nn.Dense(size, dtype=self.dtype, name=name)(x)
       x = nn.Dropout(self.dropout, deterministic=not learns)(nn.relu(x))
     return x
-
-
-class _DenseBN(nn.Module):
-  features: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x, train):
-    x = nn.Dense(self.features, dtype=self.dtype, name="dense")(x)
-    # Statistics are reduced in float32 whatever the dtype (flax's
-    # force_float32_reductions).
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        epsilon=1e-5, axis_name=BATCH_AXIS if train else None,
-                        dtype=self.dtype, name="bn")(x)
