@@ -42,6 +42,15 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
 # configs/data_free.py's df_replay values before round 2's became its
 # default (docs/data_free/run.sh's ROUND1).
 ROUND1 = {"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5"}
+# docs/data_free/run.sh's round 3: a BatchNorm CNN, its own settings.
+CNN = "CNN conv 16-32, dense 64 + BatchNorm (2 epochs)"
+CNN_FLAGS = ["--config.model.name=cnn", "--config.model.batch_norm=True",
+             "'--config.model.conv_features=(16,32)'",
+             "--config.model.dense_size=64", "--config.train.epochs=2",
+             "--config.df_replay.samples=1024",
+             "--config.df_replay.inversion.steps=100",
+             "--config.df_replay.batch_stats=auto",
+             "--config.df_replay.eps=auto"]
 METRICS = ("final_acc_all", "final_acc_old", "final_acc_new",
            "average_incremental_accuracy", "forgetting")
 OLD_SHARE = {"9+1": 0.9, "8+2": 0.8, "5+5": 0.5}
@@ -59,15 +68,16 @@ def collect(runs):
     variant = parts[2] if len(parts) > 2 else "recipe"
     seed = int(seed_dir.split("_")[1])
     plain = setting.endswith("_plain_mlp")
-    setting = setting.replace("_plain_mlp", "")
-    model = _model_name(setting, plain)
+    cnn = setting.endswith("_cnn")
+    setting = setting.replace("_plain_mlp", "").replace("_cnn", "")
+    model = CNN if cnn else _model_name(setting, plain)
     results = jsonio.read_json(os.path.join(root, "results.json"))
     for method, r in results["methods"].items():
       label = method if method != "df_replay" or not VARIANTS.get(variant) \
           else f"df_replay {VARIANTS[variant]}"
       row = rows.setdefault((setting, model, label), {
           "seeds": {}, "command": _command(root, runs, setting, seed, plain,
-                                           method, variant)})
+                                           method, variant, cnn)})
       row["seeds"][seed] = {m: r[m] for m in METRICS}
   return rows
 
@@ -78,7 +88,7 @@ def _model_name(setting, plain):
   return base if plain else base + " + BatchNorm"
 
 
-def _command(root, runs, setting, seed, plain, method, variant):
+def _command(root, runs, setting, seed, plain, method, variant, cnn=False):
   """The single-run command that reproduces a row's run of ``seed``."""
   dataset, split = setting.rsplit("_", 1)
   config = ("configs/data_free.py" if dataset == "fashion_mnist" else
@@ -89,6 +99,8 @@ def _command(root, runs, setting, seed, plain, method, variant):
     args.append(f"--config.classes.groups='{_groups(split)}'")
   if plain:
     args.append("--config.model.batch_norm=False")
+  if cnn:
+    args += CNN_FLAGS
   overrides = {}
   seed_dir = os.path.join(runs, *os.path.relpath(root, runs).split(
       os.sep)[:2])
@@ -96,7 +108,7 @@ def _command(root, runs, setting, seed, plain, method, variant):
     for workdir, values in jsonio.read_json(members).items():
       if os.path.basename(workdir) == variant:
         overrides = dict(values)
-  if dataset == "fashion_mnist" and method == "df_replay":
+  if dataset == "fashion_mnist" and method == "df_replay" and not cnn:
     # Runs without these values ran round 1's recipe, the default then.
     overrides = {**ROUND1, **overrides}
   overrides["methods"] = method
@@ -141,7 +153,7 @@ def _order(item):
   variant = next((i + 1 for i, v in enumerate(VARIANTS.values())
                   if v and method.endswith(v)), 0)
   return (SETTINGS.index(setting) if setting in SETTINGS else 99,
-          "BatchNorm" not in model, rank.get(method, variant))
+          model == CNN, "BatchNorm" not in model, rank.get(method, variant))
 
 
 def _round(x):
@@ -198,7 +210,8 @@ def figure(rows, path):
     points = sorted(
         (OLD_SHARE[r["setting"].rsplit("_", 1)[1]], r["final_acc_all_mean"],
          r["final_acc_all_std"]) for r in rows
-        if r["method"] == method and "BatchNorm" in r["model"]
+        if r["method"] == method and r["model"].startswith("MLP")
+        and "BatchNorm" in r["model"]
         and r["setting"].rsplit("_", 1)[1] in OLD_SHARE
         and r["setting"].startswith("fashion"))
     if points:
