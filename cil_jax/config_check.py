@@ -24,6 +24,7 @@ from cil_jax.models import MODEL_NAMES
 _TEACHER_KEYS = ("module", "module_kwargs", "head_path", "classes",
                  "class_names", "input_pixels", "input_normalization",
                  "input_mean", "input_std")
+SYNTHESISERS = ("inversion", "generator")  # config.df_replay.synthesiser
 
 
 def validate(config, num_devices):
@@ -64,6 +65,11 @@ def validate(config, num_devices):
   need(kd.layers != "regex" or kd.trainable_regex,
        "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
   _check_replay(config, need)
+  need(config.df_replay.generator.batch_size % num_devices == 0,
+       f"config.df_replay.generator.batch_size="
+       f"{config.df_replay.generator.batch_size} must be a multiple of the "
+       f"{num_devices} devices in use (each trains the generator on its "
+       f"share of the batch).")
   _check_regularizers(config, need)
   _check_memory(config, need)
   _check_cosine_head(config, need)
@@ -308,6 +314,20 @@ def _check_replay(config, need):
        f"config.df_replay.inversion.steps={inv.steps} must be >= 1 and "
        f"inversion.batch_size={inv.batch_size} >= 2 (BatchNorm statistics "
        f"are matched over a batch).")
+  need(c.synthesiser in SYNTHESISERS,
+       f"config.df_replay.synthesiser={c.synthesiser!r}; use one of "
+       f"{SYNTHESISERS}.")
+  gen = c.generator
+  need(min(gen.steps, gen.batch_size - 1, gen.z_dim, gen.hidden) >= 1,
+       f"config.df_replay.generator.steps={gen.steps}, batch_size="
+       f"{gen.batch_size}, z_dim={gen.z_dim} and hidden={gen.hidden} must "
+       f"be >= 1 (batch_size >= 2: BatchNorm statistics are matched over "
+       f"a batch).")
+  need(gen.learning_rate > 0 and min(gen.bn_weight,
+                                     gen.diversity_weight) >= 0,
+       f"config.df_replay.generator.learning_rate={gen.learning_rate} must "
+       f"be > 0, and bn_weight={gen.bn_weight} and diversity_weight="
+       f"{gen.diversity_weight} >= 0.")
   need(inv.learning_rate > 0,
        f"config.df_replay.inversion.learning_rate={inv.learning_rate} must "
        f"be > 0.")

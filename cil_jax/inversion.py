@@ -51,19 +51,29 @@ def settings_from(replay_config):
                   float(c.bn_weight), float(c.tv_weight), float(c.l2_weight))
 
 
-def logits_and_bn_loss(apply_fn, variables, inputs):
+def logits_and_bn_loss(apply_fn, variables, inputs, axis_name=None):
   """The teacher's inference logits on ``inputs`` and the sum over its
   BatchNorm layers of ``|mean - running mean| + |var - running var|`` (l2
   norms over features) of each layer's input over the batch; 0 without
-  BatchNorm."""
+  BatchNorm. With ``axis_name`` (a pmap axis of equal shards) the batch
+  statistics are those of the batch over all devices."""
   terms = []
+
+  def moments(x, axes):
+    mean, square = jnp.mean(x, axes), jnp.mean(x * x, axes)
+    if axis_name is not None:
+      mean, square = jax.lax.pmean((mean, square), axis_name)
+    return mean, square - mean * mean
 
   def record(next_fun, args, kwargs, context):
     if (isinstance(context.module, nn.BatchNorm)
         and context.method_name == "__call__"):
       x = args[0].astype(jnp.float32)
       axes = tuple(range(x.ndim - 1))
-      mean, var = jnp.mean(x, axes), jnp.var(x, axes)
+      if axis_name is None:
+        mean, var = jnp.mean(x, axes), jnp.var(x, axes)
+      else:
+        mean, var = moments(x, axes)
       running_mean = context.module.get_variable("batch_stats", "mean")
       running_var = context.module.get_variable("batch_stats", "var")
       terms.append(jnp.linalg.norm(mean - running_mean)

@@ -34,6 +34,7 @@ less-forget constraint on features and the margin ranking loss
 import dataclasses
 from typing import Optional
 
+from cil_jax import generator
 from cil_jax import inversion
 from cil_jax import losses
 from cil_jax import lucir as lucir_lib
@@ -58,8 +59,9 @@ class Method:
   ``ce_form`` is one of ``losses.CE_FORMS``; ``weight_aligning`` rescales
   the new classes' head columns after each step (``cil_jax.rebalance``).
 
-  Data-free replay: ``replay`` (``inversion.Settings``, or ``None``)
-  synthesises old-class inputs from the teacher once per step, which the
+  Data-free replay: ``replay`` (``inversion.Settings`` or
+  ``generator.Settings``: the synthesiser, or ``None``) synthesises
+  old-class inputs from the teacher once per step, which the
   student distils on, ``replay_batch`` rows per step beside each batch,
   weighted ``replay_weight``; ``head_finetune_steps`` then trains the
   head alone on a class-balanced loss over the new data and the synthetic
@@ -174,6 +176,14 @@ def method_names(methods_string):
   return names
 
 
+def _synthesis_settings(replay_config):
+  """``inversion.Settings`` or ``generator.Settings``, as
+  ``config.df_replay.synthesiser`` says."""
+  if replay_config.synthesiser == "generator":
+    return generator.settings_from(replay_config)
+  return inversion.settings_from(replay_config)
+
+
 def get_method(name, config):
   if name == "eps_kd":
     c = config.eps_kd
@@ -187,7 +197,7 @@ def get_method(name, config):
     return Method(name, parse_eps(c.eps, "df_replay"), "full",
                   c.kd_temperature, ce_form=c.ce_form,
                   weight_aligning=c.weight_aligning,
-                  replay=inversion.settings_from(c) if c.samples else None,
+                  replay=_synthesis_settings(c) if c.samples else None,
                   replay_weight=float(c.weight),
                   replay_batch=int(c.batch_size or config.train.batch_size),
                   head_finetune_steps=int(c.head_finetune_steps),

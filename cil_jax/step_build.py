@@ -18,6 +18,7 @@ import jax
 
 from cil_jax import exemplars
 from cil_jax import fit
+from cil_jax import generator
 from cil_jax import inversion
 from cil_jax import optim
 from cil_jax import partition
@@ -245,7 +246,8 @@ def training_memory(ctx, t, job):
 
 def replay_sets(ctx, t, jobs, key):
   """Per job, the synthetic old-class set of its previous model
-  (``inversion.synthesize``), or ``None`` for all without replay. Jobs
+  (``inversion.synthesize`` or ``generator.synthesize``), or ``None``
+  for all without replay. Jobs
   with the same previous model share one set; sets are cached in ``ctx``
   for the step's head fine-tune."""
   method = jobs[0].method
@@ -259,8 +261,11 @@ def replay_sets(ctx, t, jobs, key):
         del ctx.replays[old]  # an earlier step's set is not used again
       previous = job.previous
       teacher = ctx.model(ctx.num_outputs, previous.adapter_dim)
+      synthesize = (generator.synthesize
+                    if isinstance(method.replay, generator.Settings)
+                    else inversion.synthesize)
       with timer.section("replay_synthesis"):
-        replay = inversion.synthesize(
+        replay = synthesize(
             teacher.apply, previous.variables, ctx.num_old(t),
             ctx.dataset.input_shape, key, method.replay, ctx.devices)
       print(f"{method.name} step {t}: synthesised {len(replay['image'])} "

@@ -128,6 +128,9 @@ def get_config():
   config.df_replay.head_finetune_targets = "soft"
   # After each step, scale the new head columns to the old ones' mean norm.
   config.df_replay.weight_aligning = True
+  # inversion: optimise the inputs themselves (DeepInversion); generator:
+  # train a small generator against the teacher (ABD, R-DFCIL), then draw.
+  config.df_replay.synthesiser = "inversion"
   config.df_replay.inversion = config_dict.ConfigDict()
   config.df_replay.inversion.steps = 250  # Adam steps per synthesis batch
   config.df_replay.inversion.learning_rate = 0.05
@@ -135,6 +138,14 @@ def get_config():
   config.df_replay.inversion.bn_weight = 1.0
   config.df_replay.inversion.tv_weight = 0.0  # total variation (images)
   config.df_replay.inversion.l2_weight = 0.0
+  config.df_replay.generator = config_dict.ConfigDict()
+  config.df_replay.generator.steps = 500  # Adam steps of the generator
+  config.df_replay.generator.learning_rate = 1e-3
+  config.df_replay.generator.batch_size = 256  # split over the devices
+  config.df_replay.generator.z_dim = 64  # noise, beside the one-hot class
+  config.df_replay.generator.hidden = 256  # two hidden Dense layers
+  config.df_replay.generator.bn_weight = 1.0
+  config.df_replay.generator.diversity_weight = 1.0
 
   # Regularisation methods (docs/methods.md): fine-tuning of all layers plus
   # weight * sum(importance * (theta - theta_previous)^2); the importance
