@@ -79,6 +79,9 @@ def test_sample_grid_and_synthesis_time_are_written(replay_run):
     ({"df_replay.batch_stats": "moving"}, r"batch_stats='moving'"),
     ({"df_replay.eps": "2"}, r"config.df_replay.eps=2.0 is outside"),
     ({"df_replay.inversion.batch_size": 1}, r"inversion.batch_size=1 >= 2"),
+    ({"df_replay.synthesiser": "gan"}, r"synthesiser='gan'; use one of"),
+    ({"df_replay.generator.learning_rate": 0.0},
+     r"generator.learning_rate=0.0 must be > 0"),
 ])
 def test_bad_replay_config_fails_before_training(tmp_path, override, message):
   config = small_config(**{"methods": "df_replay", **override})

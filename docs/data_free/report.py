@@ -38,6 +38,7 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
                 "batches",
     "auto": "",  # configs/data_free.py's default
     "auto_w2": "batch_stats=auto, eps=auto, replay weight 2",
+    "generator": "generator synthesiser instead of inversion",
 }
 # configs/data_free.py's df_replay values before round 2's became its
 # default (docs/data_free/run.sh's ROUND1).

@@ -9,11 +9,14 @@
 # a partial run still covers every setting. A setting whose runs all have
 # their results.json is skipped, so the script can be rerun to go on. A
 # second loop runs the variants of round 2 (members_round2.json).
+# ROUNDS (default "1 2 3 4") picks the loops to run.
 #   nohup bash docs/data_free/run.sh [RUNS_DIR] > data_free.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-runs/data_free}
 PY=${PY:-.venv/bin/python}
+ROUNDS=" ${ROUNDS:-1 2 3 4} "
+wants() { [[ "$ROUNDS" == *" $1 "* ]]; }
 
 groups_of() {  # a setting's class groups
   case $1 in
@@ -75,6 +78,7 @@ finished() {  # every run of a members file, or one workdir, has results
 }
 
 for seed in 0 1 2; do
+  wants 1 || break
   for split in 8+2 5+5 9+1 5x2; do
     dir=$RUNS/fashion_mnist_$split/seed_$seed
     finished "$dir" || "$PY" -m cil_jax.main --config configs/data_free.py \
@@ -104,6 +108,7 @@ done
 # and batch_stats=auto with eps=auto (k / (k + m)), alone and with replay
 # weight 2; Fashion-MNIST only.
 for seed in 0 1 2; do
+  wants 2 || break
   for split in 8+2 5+5 9+1 5x2; do
     dir=$RUNS/fashion_mnist_$split/seed_$seed
     finished "$dir" members_round2.json || "$PY" -m cil_jax.main \
@@ -118,20 +123,46 @@ done
 # 32 channels, dense 64, BatchNorm after each), 2 epochs per step (on this
 # CPU a CNN step costs about 10 times the MLP's), 1,024 synthetic inputs
 # from 100 inversion steps; df_replay with configs/data_free.py's defaults
-# spelt out, eps_kd and joint. Seed 0 of every setting first.
+# spelt out, eps_kd and joint; 8+2 and 5+5 (CNN_SPLITS), seed 0 first.
 CNN_FLAGS=(--config.model.name=cnn --config.model.batch_norm=True
            "--config.model.conv_features=(16,32)" --config.model.dense_size=64
            --config.train.epochs=2 --config.df_replay.samples=1024
            --config.df_replay.inversion.steps=100
            --config.df_replay.batch_stats=auto --config.df_replay.eps=auto)
 for seed in 0 1 2; do
-  for split in 8+2 5+5 9+1 5x2; do
+  wants 3 || break
+  for split in ${CNN_SPLITS:-8+2 5+5}; do
     dir=$RUNS/fashion_mnist_${split}_cnn/seed_$seed
     finished "$dir" || { mkdir -p "$(dirname "$dir")" && "$PY" -m cil_jax.main \
         --config configs/data_free.py --config.seed=$seed \
         --config.classes.groups="$(groups_of $split)" "${CNN_FLAGS[@]}" \
         --config.methods=df_replay,eps_kd,joint --workdir "$dir" \
         > "$dir.log" 2>&1; }
+  done
+  "$PY" docs/data_free/report.py "$RUNS"
+done
+
+# Round 4 (issue 12, item 3): the generator synthesiser against inversion,
+# both with configs/data_free.py's defaults (batch_stats=auto, eps=auto).
+members_round4() {
+  local dir=$1
+  mkdir -p "$dir"
+  cat > "$dir/members_round4.json" <<JSON
+{"$dir/generator": {"methods": "df_replay", "df_replay.batch_stats": "auto",
+                    "df_replay.eps": "auto",
+                    "df_replay.synthesiser": "generator"}}
+JSON
+  echo "$dir/members_round4.json"
+}
+
+for seed in 0 1 2; do
+  wants 4 || break
+  for split in 8+2 5+5 9+1 5x2; do
+    dir=$RUNS/fashion_mnist_$split/seed_$seed
+    finished "$dir" members_round4.json || "$PY" -m cil_jax.main \
+        --config configs/data_free.py --config.seed=$seed \
+        --config.classes.groups="$(groups_of $split)" \
+        --members "$(members_round4 "$dir")" > "$dir.round4.log" 2>&1
   done
   "$PY" docs/data_free/report.py "$RUNS"
 done
