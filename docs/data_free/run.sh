@@ -32,10 +32,15 @@ groups_of() {  # a setting's class groups
 # config, keeps these values).
 ROUND1='"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5"'
 
+members_file() {  # members_file DIR NAME < JSON: writes DIR/NAME, prints it
+  mkdir -p "$1"
+  cat > "$1/$2"
+  echo "$1/$2"
+}
+
 members() {  # the ablation: the recipe and each component changed alone
   local dir=$1
-  mkdir -p "$dir"
-  cat > "$dir/members.json" <<JSON
+  members_file "$dir" members.json <<JSON
 {"$dir/recipe": {"methods": "df_replay,eps_kd,finetune,joint", $ROUND1},
  "$dir/no_head_finetune": {"methods": "df_replay", $ROUND1,
                            "df_replay.head_finetune_steps": 0},
@@ -48,13 +53,11 @@ members() {  # the ablation: the recipe and each component changed alone
  "$dir/no_weight_aligning": {"methods": "df_replay", $ROUND1,
                              "df_replay.weight_aligning": false}}
 JSON
-  echo "$dir/members.json"
 }
 
 members_round2() {  # BatchNorm statistics mixed, and the one-recipe rules
   local dir=$1
-  mkdir -p "$dir"
-  cat > "$dir/members_round2.json" <<JSON
+  members_file "$dir" members_round2.json <<JSON
 {"$dir/bn_mixed": {"methods": "df_replay", "df_replay.batch_stats": "mixed",
                    "df_replay.eps": "0.5"},
  "$dir/auto": {"methods": "df_replay", "df_replay.batch_stats": "auto",
@@ -62,7 +65,6 @@ members_round2() {  # BatchNorm statistics mixed, and the one-recipe rules
  "$dir/auto_w2": {"methods": "df_replay", "df_replay.batch_stats": "auto",
                   "df_replay.eps": "auto", "df_replay.weight": 2.0}}
 JSON
-  echo "$dir/members_round2.json"
 }
 
 finished() {  # every run of a members file, or one workdir, has results
@@ -146,13 +148,11 @@ done
 # both with configs/data_free.py's defaults (batch_stats=auto, eps=auto).
 members_round4() {
   local dir=$1
-  mkdir -p "$dir"
-  cat > "$dir/members_round4.json" <<JSON
+  members_file "$dir" members_round4.json <<JSON
 {"$dir/generator": {"methods": "df_replay", "df_replay.batch_stats": "auto",
                     "df_replay.eps": "auto",
                     "df_replay.synthesiser": "generator"}}
 JSON
-  echo "$dir/members_round4.json"
 }
 
 for seed in 0 1 2; do
