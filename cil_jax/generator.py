@@ -189,27 +189,17 @@ def synthesize(apply_fn, variables, num_old, input_shape, key, settings,
       np.int32(num_old)))
   params = jax.tree.map(lambda x: x[0], params)  # the same on every device
 
-  size = settings.batch_size
-  num_batches = -(-settings.samples // size)
-  rounds = -(-num_batches // len(devices))
-  seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
-  targets = np.random.default_rng(seed).permutation(num_batches * size)
-  targets = np.resize(targets % num_old, rounds * len(devices) * size)
-  targets = targets.astype(np.int32).reshape(rounds, len(devices), size)
+  targets = inversion.balanced_targets(key, settings.samples,
+                                       settings.batch_size, num_old,
+                                       len(devices))
   outputs = []
-  for r in range(rounds):
+  for r, round_targets in enumerate(targets):
     keys = jnp.stack([jax.random.fold_in(draw_key, r * len(devices) + d)
                       for d in range(len(devices))])
     outputs.append(jax.device_get(draw(variables, params, keys,
-                                       targets[r])))
+                                       round_targets)))
   images, logits = (np.concatenate(parts) for parts in zip(*outputs))
-  images = images.reshape(-1, *input_shape)[:settings.samples]
-  logits = logits.reshape(-1, logits.shape[-1])[:settings.samples]
-  wanted = targets.reshape(-1)[:settings.samples]
-  probs = np.asarray(jax.nn.softmax(losses.mask_logits(logits, num_old)))
-  return {"image": images.astype(np.float32),
-          "logits": logits.astype(np.float32),
-          "stats": {"teacher_confidence": float(probs.max(-1).mean()),
-                    "target_hit": float(np.mean(probs.argmax(-1) == wanted)),
-                    "final_ce": float(ce[0]), "final_bn": float(bn[0]),
-                    "final_diversity": float(div[0])}}
+  return inversion.synthetic_set(
+      images, logits, targets, settings.samples, input_shape, num_old,
+      final_ce=float(ce[0]), final_bn=float(bn[0]),
+      final_diversity=float(div[0]))

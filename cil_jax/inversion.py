@@ -147,27 +147,48 @@ def synthesize(apply_fn, variables, num_old, input_shape, key, settings,
                      "none (num_old=0).")
   devices = devices or jax.local_devices()[:1]
   program = _program(apply_fn, settings, tuple(input_shape))
-  size = settings.batch_size
-  num_batches = -(-settings.samples // size)
-  rounds = -(-num_batches // len(devices))
-  seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
-  targets = np.random.default_rng(seed).permutation(num_batches * size)
-  targets = np.resize(targets % num_old, rounds * len(devices) * size)
-  targets = targets.astype(np.int32).reshape(rounds, len(devices), size)
+  targets = balanced_targets(key, settings.samples, settings.batch_size,
+                             num_old, len(devices))
   outputs = []
-  for r in range(rounds):
+  for r, round_targets in enumerate(targets):
     keys = jnp.stack([jax.random.fold_in(key, r * len(devices) + d)
                       for d in range(len(devices))])
-    outputs.append(jax.device_get(program(variables, keys, targets[r],
+    outputs.append(jax.device_get(program(variables, keys, round_targets,
                                           np.int32(num_old))))
   images, logits, ces, bns = (np.concatenate(parts) for parts in zip(*outputs))
-  images = images.reshape(-1, *input_shape)[:settings.samples]
-  logits = logits.reshape(-1, logits.shape[-1])[:settings.samples]
-  wanted = targets.reshape(-1)[:settings.samples]
+  num_batches = -(-settings.samples // settings.batch_size)
+  return synthetic_set(images, logits, targets, settings.samples,
+                       input_shape, num_old,
+                       final_ce=float(np.mean(ces[:num_batches])),
+                       final_bn=float(np.mean(bns[:num_batches])))
+
+
+def balanced_targets(key, samples, batch_size, num_old, num_devices):
+  """``[rounds, num_devices, batch_size]`` int32 target classes for
+  ``samples`` synthetic inputs drawn a batch per device per round: class
+  ``i % num_old`` for sample ``i``, shuffled by ``key`` (padded to whole
+  rounds by repeating), so the set is balanced over the old classes and
+  does not depend on the device count."""
+  num_batches = -(-samples // batch_size)
+  rounds = -(-num_batches // num_devices)
+  seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+  targets = np.random.default_rng(seed).permutation(num_batches * batch_size)
+  targets = np.resize(targets % num_old, rounds * num_devices * batch_size)
+  return targets.astype(np.int32).reshape(rounds, num_devices, batch_size)
+
+
+def synthetic_set(images, logits, targets, samples, input_shape, num_old,
+                  **final_losses):
+  """The first ``samples`` of the drawn ``images`` and the teacher's
+  ``logits`` as a synthetic set ``{"image", "logits", "stats"}``: ``stats``
+  holds the teacher's mean confidence over the old classes, how often it
+  predicts the ``targets``, and ``final_losses``."""
+  images = images.reshape(-1, *input_shape)[:samples]
+  logits = logits.reshape(-1, logits.shape[-1])[:samples]
+  wanted = targets.reshape(-1)[:samples]
   probs = np.asarray(jax.nn.softmax(losses.mask_logits(logits, num_old)))
   return {"image": images.astype(np.float32),
           "logits": logits.astype(np.float32),
           "stats": {"teacher_confidence": float(probs.max(-1).mean()),
                     "target_hit": float(np.mean(probs.argmax(-1) == wanted)),
-                    "final_ce": float(np.mean(ces[:num_batches])),
-                    "final_bn": float(np.mean(bns[:num_batches]))}}
+                    **final_losses}}
