@@ -12,6 +12,7 @@ initialisation) and teacher.
 import dataclasses
 import functools
 import os
+import types
 from typing import Any
 
 import jax
@@ -107,17 +108,13 @@ def shared_kd_programs(all_methods):
   ``all_methods`` (the first of each base structure), for
   ``structure``'s ``shared_kd``; their steps from a previous model
   without an adapter."""
-  no_adapter = _NoAdapter()
+  previous = types.SimpleNamespace(adapter_dim=0)  # stands for any
   shared = {}
   for method in all_methods:
     if plain(method) and method.distills and not method.adapter_dim:
-      shared.setdefault(_base_structure(method, no_adapter),
-                        _kd_part(method, no_adapter))
+      shared.setdefault(_base_structure(method, previous),
+                        _kd_part(method, previous))
   return shared
-
-
-class _NoAdapter:
-  adapter_dim = 0
 
 
 def uses_penalty(method, previous):
