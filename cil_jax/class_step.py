@@ -23,6 +23,7 @@ from typing import Optional
 import numpy as np
 
 from cil_jax import bias_correction
+from cil_jax import compile_ahead
 from cil_jax import consolidation
 from cil_jax import equivalence
 from cil_jax import exemplars
@@ -78,6 +79,8 @@ def train_jobs(ctx, t, jobs):
         train_data, exemplars.held_out(ctx, t, previous.memory)[1]["index"])
   with timer.section("setup"):
     models = step_build.build_models(ctx, method, previous)
+    ahead = _compile_ahead(ctx, t, method, models, train_data, keys,
+                           len(jobs))
     members = step_build.make_members(ctx, t, jobs, models)
     if previous is not None:
       _check_start(ctx, t, jobs, members, models.adapter_dim)
@@ -100,7 +103,7 @@ def train_jobs(ctx, t, jobs):
   fitted = dict(zip(to_fit, fit.fit(
       train_step=models.train_step, tx=models.tx,
       members=[members[i] for i in to_fit], config=ctx.config,
-      teacher_logits_fn=models.teacher_logits_fn, **common)
+      teacher_logits_fn=models.teacher_logits_fn, ahead=ahead, **common)
                     if to_fit else []))
   if replays and method.head_finetune_steps:
     fitted = _head_finetune(ctx, method, previous, to_fit, members, fitted,
@@ -116,6 +119,22 @@ def train_jobs(ctx, t, jobs):
           **({"memory_rows": len(job.previous.memory["label"])}
              if job.method.rehearsal and job.previous else {})})
       for i, (job, member) in enumerate(zip(jobs, members))]
+
+
+def _compile_ahead(ctx, t, method, models, train_data, keys, num_jobs):
+  """Starts compiling a structure's train program on its first use, for a
+  plain method trained alone (``compile_ahead``); ``None`` otherwise."""
+  if (models.train_step in ctx.compiled_ahead or not step_build.plain(method)
+      or (num_jobs > 1 and ctx.vmap)):
+    return None
+  ctx.compiled_ahead.add(models.train_step)
+  return compile_ahead.start(
+      models=models, variables=ctx.abstract(ctx.num_outputs,
+                                            models.adapter_dim),
+      train_data=train_data, num_old=ctx.num_old(t),
+      num_seen=ctx.num_seen(t), config=ctx.config, devices=ctx.devices,
+      data_seed=keys.data_seed, dropout_key=keys.dropout,
+      whole_epochs=ctx.whole_epochs, num_outputs=ctx.num_outputs)
 
 
 def _head_finetune(ctx, method, previous, to_fit, members, fitted, common):

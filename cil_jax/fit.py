@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cil_jax import checkpoint
+from cil_jax import compile_ahead
 from cil_jax import members as members_lib
 from cil_jax import parallel
 from cil_jax import tensorboard
@@ -64,7 +65,8 @@ class Member:
 
 def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
         devices, dropout_key, data_seed, vmap=False, teacher_logits_fn=None,
-        whole_epochs=False, replays=None, replay_rows=0, num_outputs=None):
+        whole_epochs=False, replays=None, replay_rows=0, num_outputs=None,
+        ahead=None):
   """Trains every member of ``members``; returns their host variables.
 
   ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
@@ -115,6 +117,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
 
   whole_epochs = whole_epochs and train_data.mode == "device"
   pmap = ts.pmap_train_epoch if whole_epochs else ts.pmap_train_step
+  compile_ahead.wait(ahead)  # never compile the program twice
   shared = all(m.step_input is members[0].step_input
                and r is replays[0] for m, r in zip(members, replays))
   if vmap and len(members) > 1 and (

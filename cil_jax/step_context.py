@@ -89,6 +89,7 @@ class StepContext:
     # Base structure -> KD part of the run's distilling method, which its
     # plain methods' steps share (step_build.structure); set by train.
     self.shared_kd = {}
+    self.compiled_ahead = set()  # train steps compile_ahead has started
     self.replays = {}  # (step, previous model, settings) -> synthetic set
 
   @property
