@@ -1,5 +1,6 @@
 """The generator synthesiser (``cil_jax.generator``): its diversity term by
-hand, training against a teacher, and device-count independence."""
+hand, training against a teacher, and device-count independence
+(end to end on a BatchNorm CNN: ``tests/test_df_replay.py``)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,7 @@ import numpy as np
 import pytest
 
 from cil_jax import generator
-from cil_jax import train
 from cil_jax.models import build_model
-from tests.helpers import small_config
 from tests.helpers import tiny_model_config
 
 SHAPE = (8, 8, 1)
@@ -73,15 +72,3 @@ def test_eight_devices_give_what_one_gives(teacher):
   np.testing.assert_allclose(one["image"], eight["image"], atol=1e-4)
   np.testing.assert_allclose(one["logits"], eight["logits"], atol=1e-4)
 
-
-def test_df_replay_with_the_generator_end_to_end(tmp_path):
-  config = small_config(**{
-      "methods": "df_replay,finetune", "model.batch_norm": True,
-      "train.epochs": 10, "df_replay.samples": 512,
-      "df_replay.synthesiser": "generator", "df_replay.generator.steps": 150,
-      "df_replay.head_finetune_steps": 60})
-  results = train.run(config, str(tmp_path))["methods"]
-  step = results["df_replay"]["steps"][1]
-  assert "final_diversity" in step["replay"]  # the generator made the set
-  assert step["acc_old"] > results["finetune"]["steps"][1]["acc_old"] + 0.3
-  assert step["acc_new"] > 0.6
