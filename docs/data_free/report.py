@@ -66,10 +66,12 @@ def collect(runs):
       continue
     parts = os.path.relpath(root, runs).split(os.sep)
     setting, seed_dir = parts[0], parts[1]
-    variant = parts[2] if len(parts) > 2 else "recipe"
-    seed = int(seed_dir.split("_")[1])
     plain = setting.endswith("_plain_mlp")
     cnn = setting.endswith("_cnn")
+    # A run alone in its seed directory: round 1's recipe, but the CNN's
+    # (round 3) ran configs/data_free.py's defaults.
+    variant = parts[2] if len(parts) > 2 else "auto" if cnn else "recipe"
+    seed = int(seed_dir.split("_")[1])
     setting = setting.replace("_plain_mlp", "").replace("_cnn", "")
     model = CNN if cnn else _model_name(setting, plain)
     results = jsonio.read_json(os.path.join(root, "results.json"))
