@@ -86,7 +86,8 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   (``cil_jax.data.replay``); members with different replay sets train one
   after another. Resumes from the members' newest common checkpoint; the
   batches of an epoch depend only on ``(data_seed, epoch)``, so a resumed
-  run matches an uninterrupted one.
+  run matches an uninterrupted one. ``ahead`` (``compile_ahead.start``'s
+  future, or ``None``) is waited for before the first step.
   """
   total_steps = config.train.epochs * train_data.steps_per_epoch
   host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature,
