@@ -57,11 +57,7 @@ class Settings:
 def settings_from(replay_config):
   """``Settings`` from ``config.df_replay`` (``samples`` and
   ``generator.*``)."""
-  c = replay_config.generator
-  return Settings(int(replay_config.samples), int(c.steps),
-                  float(c.learning_rate), int(c.batch_size), int(c.z_dim),
-                  int(c.hidden), float(c.bn_weight),
-                  float(c.diversity_weight))
+  return inversion.settings_of(Settings, replay_config, "generator")
 
 
 class Generator(nn.Module):

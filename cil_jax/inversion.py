@@ -45,10 +45,18 @@ class Settings:
 def settings_from(replay_config):
   """``Settings`` from ``config.df_replay`` (``samples`` and
   ``inversion.*``)."""
-  c = replay_config.inversion
-  return Settings(int(replay_config.samples), int(c.steps),
-                  float(c.learning_rate), int(c.batch_size),
-                  float(c.bn_weight), float(c.tv_weight), float(c.l2_weight))
+  return settings_of(Settings, replay_config, "inversion")
+
+
+def settings_of(settings_class, replay_config, section):
+  """A synthesiser's ``settings_class`` (a dataclass of ``samples`` and
+  fields with typed defaults) from ``config.df_replay``: its ``samples``,
+  and each other field from the ``section`` sub-config, cast to its
+  default's type."""
+  c = replay_config[section]
+  return settings_class(int(replay_config.samples), **{
+      f.name: type(f.default)(c[f.name])
+      for f in dataclasses.fields(settings_class) if f.name != "samples"})
 
 
 def logits_and_bn_loss(apply_fn, variables, inputs, axis_name=None):

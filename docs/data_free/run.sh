@@ -109,17 +109,21 @@ done
 # Round 2 (issue 12, one recipe): BatchNorm statistics on mixed batches,
 # and batch_stats=auto with eps=auto (k / (k + m)), alone and with replay
 # weight 2; Fashion-MNIST only.
-for seed in 0 1 2; do
-  wants 2 || break
-  for split in 8+2 5+5 9+1 5x2; do
-    dir=$RUNS/fashion_mnist_$split/seed_$seed
-    finished "$dir" members_round2.json || "$PY" -m cil_jax.main \
-        --config configs/data_free.py --config.seed=$seed \
-        --config.classes.groups="$(groups_of $split)" \
-        --members "$(members_round2 "$dir")" > "$dir.round2.log" 2>&1
+round_of_members() {  # round_of_members N: members_roundN on every
+  local n=$1           # Fashion-MNIST setting and seed, seed 0 first
+  for seed in 0 1 2; do
+    for split in 8+2 5+5 9+1 5x2; do
+      dir=$RUNS/fashion_mnist_$split/seed_$seed
+      finished "$dir" "members_round$n.json" || "$PY" -m cil_jax.main \
+          --config configs/data_free.py --config.seed=$seed \
+          --config.classes.groups="$(groups_of $split)" \
+          --members "$("members_round$n" "$dir")" > "$dir.round$n.log" 2>&1
+    done
+    "$PY" docs/data_free/report.py "$RUNS"
   done
-  "$PY" docs/data_free/report.py "$RUNS"
-done
+}
+
+if wants 2; then round_of_members 2; fi
 
 # Round 3 (issue 12, item 4): a BatchNorm CNN for Fashion-MNIST (conv 16 and
 # 32 channels, dense 64, BatchNorm after each), 2 epochs per step (on this
@@ -155,14 +159,4 @@ members_round4() {
 JSON
 }
 
-for seed in 0 1 2; do
-  wants 4 || break
-  for split in 8+2 5+5 9+1 5x2; do
-    dir=$RUNS/fashion_mnist_$split/seed_$seed
-    finished "$dir" members_round4.json || "$PY" -m cil_jax.main \
-        --config configs/data_free.py --config.seed=$seed \
-        --config.classes.groups="$(groups_of $split)" \
-        --members "$(members_round4 "$dir")" > "$dir.round4.log" 2>&1
-  done
-  "$PY" docs/data_free/report.py "$RUNS"
-done
+if wants 4; then round_of_members 4; fi
