@@ -54,6 +54,15 @@ class TrainState:
   path_integral: Any = flax.struct.field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted_init(tx):
+  """``tx.init`` as one program: eagerly, each ``zeros_like`` of a new
+  parameter shape compiles its own (Adam on the Fashion-MNIST MLP: eight,
+  about 0.3 s of a 2-core CPU at a run's first step). A run builds each
+  optimizer once (``StepContext.train_steps``), so this compiles once."""
+  return jax.jit(tx.init)
+
+
 def create_state(variables, tx, eps, kd_temperature, num_old=None,
                  num_seen=None, total_steps=1, replay_weight=0.0,
                  path_integral=False):
@@ -68,7 +77,7 @@ def create_state(variables, tx, eps, kd_temperature, num_old=None,
   return TrainState(
       step=np.zeros((), np.int32), params=params,
       batch_stats=variables.get("batch_stats", {}),
-      opt_state=tx.init(params),
+      opt_state=_jitted_init(tx)(params),
       hparams={"eps": np.array(eps, np.float32),
                "kd_temperature": np.array(kd_temperature, np.float32),
                "num_old": np.array(num_seen if num_old is None else num_old,

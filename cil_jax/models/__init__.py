@@ -53,6 +53,8 @@ def build_model(model_config, num_classes, adapter_dim=0, frozen_layers=(),
 
 
 def abstract_variables(model, input_shape):
-  """Shapes and dtypes of ``model``'s variables, without computing them."""
-  return jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                        jnp.zeros((1, *input_shape), jnp.float32))
+  """Shapes and dtypes of ``model``'s variables, without computing them
+  (abstract inputs: an eager key or zeros would compile small programs)."""
+  return jax.eval_shape(model.init,
+                        jax.ShapeDtypeStruct((2,), jnp.uint32),
+                        jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
