@@ -29,12 +29,20 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from cil_jax import input_spec
 from cil_jax import jsonio
 
 FORMAT = "cil_jax.classifier/3"
+
+
+def ocp():
+  """``orbax.checkpoint``, imported at first use: with what it pulls in
+  (tensorstore, rich, asyncio, ...) it takes 0.15-0.25 s of a 2-core CPU,
+  which a run then spends while its first train program compiles on
+  another thread (``compile_ahead``), not before anything starts."""
+  import orbax.checkpoint  # pylint: disable=g-import-not-at-top
+  return orbax.checkpoint
 VARIABLES_DIR = "variables"
 # Where orbax's JsonSave puts the item "metadata" inside the checkpoint.
 METADATA_FILE = os.path.join("metadata", "metadata")
@@ -122,20 +130,20 @@ class TrainCheckpoints:
 
   def __init__(self, directory, max_to_keep=2):
     self._directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
+    self._manager = ocp().CheckpointManager(
         self._directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+        options=ocp().CheckpointManagerOptions(max_to_keep=max_to_keep,
                                              create=True))
 
   def save(self, epoch, host_state):
-    self._manager.save(epoch, args=ocp.args.StandardSave(host_state))
+    self._manager.save(epoch, args=ocp().args.StandardSave(host_state))
 
   def epochs(self):
     """The epochs saved so far, oldest first."""
     return sorted(self._manager.all_steps())
 
   def restore(self, epoch, host_state_template):
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+    abstract = jax.tree.map(ocp().utils.to_shape_dtype_struct,
                             host_state_template)
     epoch_dir = os.path.join(self._directory, str(epoch))
     earlier = [e for e in self.epochs() if e < epoch]
@@ -143,7 +151,7 @@ class TrainCheckpoints:
            if earlier else f"delete {self._directory} to restart the step")
     return _restore(epoch_dir, "training checkpoint", fix,
                     lambda: self._manager.restore(
-                        epoch, args=ocp.args.StandardRestore(abstract)))
+                        epoch, args=ocp().args.StandardRestore(abstract)))
 
   def delete(self, epoch):
     self._manager.delete(epoch)
@@ -169,10 +177,10 @@ def save_classifier(path, variables, metadata):
   _check_metadata(metadata, f"the metadata given for {path}", FORMAT,
                   fix="Complete the metadata (docs/checkpoint.md lists "
                   "every key)")
-  checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  checkpointer.save(path, ocp.args.Composite(
-      variables=ocp.args.StandardSave(jax.device_get(variables)),
-      metadata=ocp.args.JsonSave(metadata)))
+  checkpointer = ocp().Checkpointer(ocp().CompositeCheckpointHandler())
+  checkpointer.save(path, ocp().args.Composite(
+      variables=ocp().args.StandardSave(jax.device_get(variables)),
+      metadata=ocp().args.JsonSave(metadata)))
 
 
 def save_tree(path, tree):
@@ -180,8 +188,8 @@ def save_tree(path, tree):
   method's state beside a step's classifier), replacing one there: orbax
   writes a temporary sibling and renames it, so a kill leaves the old one
   or the new one, never a part."""
-  ocp.Checkpointer(ocp.StandardCheckpointHandler()).save(
-      os.path.abspath(path), args=ocp.args.StandardSave(jax.device_get(tree)),
+  ocp().Checkpointer(ocp().StandardCheckpointHandler()).save(
+      os.path.abspath(path), args=ocp().args.StandardSave(jax.device_get(tree)),
       force=True)
 
 
@@ -189,9 +197,9 @@ def load_tree(path, fix):
   """The pytree ``save_tree`` wrote at ``path``, as numpy arrays; a damaged
   one raises ``DamagedCheckpointError`` with ``fix``."""
   path = os.path.abspath(path)
-  return _restore(path, "checkpoint", fix, lambda: ocp.Checkpointer(
-      ocp.StandardCheckpointHandler()).restore(
-          path, args=ocp.args.StandardRestore()))
+  return _restore(path, "checkpoint", fix, lambda: ocp().Checkpointer(
+      ocp().StandardCheckpointHandler()).restore(
+          path, args=ocp().args.StandardRestore()))
 
 
 def read_metadata(path):
@@ -258,11 +266,12 @@ def load_classifier(path, expected_variables):
          "write it again with cil_jax.checkpoint.save_classifier")
   if metadata.get("source_format") == _V1_FORMAT:
     restored = _restore(path, "classifier", fix, lambda: (
-        ocp.StandardCheckpointer().restore(os.path.join(path, VARIABLES_DIR))))
+        ocp().StandardCheckpointer().restore(
+            os.path.join(path, VARIABLES_DIR))))
   else:
-    restored = _restore(path, "classifier", fix, lambda: ocp.Checkpointer(
-        ocp.CompositeCheckpointHandler()).restore(path, ocp.args.Composite(
-            variables=ocp.args.StandardRestore())).variables)
+    restored = _restore(path, "classifier", fix, lambda: ocp().Checkpointer(
+        ocp().CompositeCheckpointHandler()).restore(path, ocp().args.Composite(
+            variables=ocp().args.StandardRestore())).variables)
   check_shapes(restored, expected_variables, path,
                f"the model its metadata names ({metadata['model']['name']}, "
                f"{metadata['num_classes']} classes)",

@@ -10,7 +10,6 @@ import os
 import flax.serialization
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from cil_jax import checkpoint
 
@@ -43,7 +42,7 @@ def load(path):
   else:
     tree = checkpoint._restore(  # pylint: disable=protected-access
         path, "teacher checkpoint", fix,
-        lambda: ocp.PyTreeCheckpointer().restore(path))
+        lambda: checkpoint.ocp().PyTreeCheckpointer().restore(path))
   if not isinstance(tree, dict):
     raise ValueError(f"The teacher checkpoint {path} holds a "
                      f"{type(tree).__name__}, not a dict of parameters; "
