@@ -3,7 +3,8 @@ student, Adam, global batch 128): compile time, steady-state throughput,
 sweep members in one program against one run after another, input pipeline
 overhead, and one against all local devices.
 
-  python -m cil_jax.bench --out bench.json [--quick]
+  python -m cil_jax.bench --out bench.json [--quick] [--models mlp,cnn]
+      [--steps N]
 
 For the device comparison on a CPU, fake devices must be asked for before
 JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count=8.
