@@ -8,11 +8,22 @@ only module that defines it.
 
 import jax
 import numpy as np
+from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
 BATCH_AXIS = "batch"
+
+
+def pmean(tree, axis_name=BATCH_AXIS):
+  """``lax.pmean(tree, axis_name)``, and ``tree`` itself when the axis has
+  one device: the mean of one value is that value, bit for bit, while XLA
+  on a CPU still runs the one-participant all-reduce (0.15 ms of the
+  Fashion-MNIST MLP's 2.5 ms train step, copying every gradient)."""
+  if lax.axis_size(axis_name) == 1:
+    return tree
+  return lax.pmean(tree, axis_name)
 
 
 def replicate(tree, devices):

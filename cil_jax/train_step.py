@@ -22,6 +22,7 @@ from jax import lax
 
 from cil_jax import losses
 from cil_jax import lucir as lucir_lib
+from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import regularizers
 from cil_jax import rehearsal as rehearsal_lib
@@ -279,7 +280,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
         return losses.cross_entropy(
             losses.mask_logits(logits, hparams["num_seen"]),
             batch["replay_label"])
-      return lax.pmean(jax.grad(memory_loss)(params), BATCH_AXIS)
+      return parallel.pmean(jax.grad(memory_loss)(params))
 
     def replay_logits(params, batch, rng):
       """The student's logits on the synthetic rows, its BatchNorm
@@ -308,7 +309,7 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
 
     (loss, (logits, batch_stats, ce, kd)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(state.params)
-    grads = task_grads = lax.pmean(grads, BATCH_AXIS)
+    grads = task_grads = parallel.pmean(grads)
     if rehearsal == "agem":
       grads = rehearsal_lib.agem_project(grads, memory_grads(state.params))
     if penalty:  # the same on every device: added after the mean
@@ -327,12 +328,12 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
     updates = partition.keep_head_columns(
         updates, first_updated, hparams["num_seen"], head_path)
     params = optax.apply_updates(state.params, updates)
-    batch_stats = partition.keep_frozen(lax.pmean(batch_stats, BATCH_AXIS),
+    batch_stats = partition.keep_frozen(parallel.pmean(batch_stats),
                                         state.batch_stats, frozen_labeler)
-    metrics = lax.pmean({
+    metrics = parallel.pmean({
         "loss": loss, "ce": ce, "kd": kd,
         "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-    }, BATCH_AXIS)
+    })
     metrics["grad_norm"] = grad_norm  # of the mean gradient: one value
     new_state = state.replace(step=state.step + 1, params=params,
                               batch_stats=batch_stats, opt_state=opt_state)
@@ -392,33 +393,43 @@ CHUNK = 32
 @functools.lru_cache(maxsize=None)
 def pmap_train_epoch(train_step, batch_fn):
   """The pmapped ``(state, teacher, resident, feeds, rng)`` running up to
-  ``CHUNK`` steps in one dispatch (a ``lax.scan``), for device-resident
-  data whose feeds are small index arrays: ``feeds`` leaves are ``[CHUNK,
-  ...]`` per device, and ``feeds["valid"]`` marks the real steps; a padded
-  step is skipped (``lax.cond``: nothing computed, the state unchanged,
-  zero metrics). Metrics come back per step. Cached like
-  ``pmap_train_step``.
+  ``CHUNK`` steps in one dispatch, for device-resident data whose feeds are
+  small index arrays: ``feeds`` leaves are ``[CHUNK, ...]`` per device, and
+  ``feeds["valid"]``, a prefix of ``True``, marks the real steps; the
+  padded ones are not run (the state unchanged, zero metrics). Metrics
+  come back per step. Cached like ``pmap_train_step``.
+
+  A loop over the valid steps alone (``lax.fori_loop`` to their count)
+  updates the state in place; a ``lax.scan`` over all ``CHUNK`` with a
+  ``lax.cond`` skipping the padded steps copied the whole state (parameters
+  and optimizer moments) out of the conditional at every step (0.16 ms of
+  the Fashion-MNIST MLP's 2.5 ms step on a CPU).
   """
-  # Jitted, so tracing it for the skip branch's metric shapes and for the
-  # run branch share one trace (a nested jit is inlined when compiled):
-  # the step's Python is traced once, not twice (about 0.2 s of the MLP
-  # step's 0.45 s trace on a 2-core CPU).
+  # Jitted, so tracing it for the metrics' shapes and for the loop body
+  # share one trace (a nested jit is inlined when compiled).
   @jax.jit
   def step(state, teacher, resident, feed, rng):
     return train_step(state, teacher, batch_fn(resident, feed), rng)
 
   def chunk(state, teacher, resident, feeds, rng):
-    def one_step(state, feed):
-      def run(state):
-        return step(state, teacher, resident, feed, rng)
+    def feed_at(i):
+      return jax.tree.map(
+          lambda x: lax.dynamic_index_in_dim(x, i, keepdims=False), feeds)
 
-      def skip(state):
-        metrics = jax.eval_shape(step, state, teacher, resident, feed,
-                                 rng)[1]
-        return state, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype),
-                                   metrics)
-      return lax.cond(feed["valid"], run, skip, state)
-    return lax.scan(one_step, state, feeds)
+    shapes = jax.eval_shape(step, state, teacher, resident, feed_at(0),
+                            rng)[1]
+    length = feeds["valid"].shape[0]
+    metrics = jax.tree.map(
+        lambda m: jnp.zeros((length, *m.shape), m.dtype), shapes)
+
+    def one_step(i, carry):
+      state, metrics = carry
+      state, step_metrics = step(state, teacher, resident, feed_at(i), rng)
+      return state, jax.tree.map(
+          lambda all_, m: lax.dynamic_update_index_in_dim(all_, m, i, 0),
+          metrics, step_metrics)
+    return lax.fori_loop(0, jnp.sum(feeds["valid"].astype(jnp.int32)),
+                         one_step, (state, metrics))
   return jax.pmap(chunk, axis_name=BATCH_AXIS, in_axes=(0, 0, 0, 0, None),
                   donate_argnums=(0,))
 

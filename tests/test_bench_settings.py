@@ -3,27 +3,27 @@ steps (``python -m cil_jax.bench --models mlp --steps 300``)."""
 
 import pytest
 
-from cil_jax.bench import __main__ as bench_main
+from cil_jax.bench import settings as bench_settings
 
 
 def test_models_and_steps_narrow_the_full_settings():
-  settings = bench_main.resolve_settings(False, ["mlp"], 300)
+  settings = bench_settings.resolve_settings(False, ["mlp"], 300)
   assert settings.models == ("mlp",)
   assert settings.member_models == ("mlp",)
   assert settings.steps == 300
-  assert settings.warmup == bench_main.FULL.warmup
+  assert settings.warmup == bench_settings.FULL.warmup
 
 
 def test_a_model_without_members_benchmarks_no_members():
-  settings = bench_main.resolve_settings(True, ["cnn"])
+  settings = bench_settings.resolve_settings(True, ["cnn"])
   assert settings.models == ("cnn",)
   assert settings.member_models == ()
-  assert settings.steps == bench_main.QUICK.steps
+  assert settings.steps == bench_settings.QUICK.steps
 
 
 def test_defaults_are_the_named_settings():
-  assert bench_main.resolve_settings(False) == bench_main.FULL
-  assert bench_main.resolve_settings(True) == bench_main.QUICK
+  assert bench_settings.resolve_settings(False) == bench_settings.FULL
+  assert bench_settings.resolve_settings(True) == bench_settings.QUICK
 
 
 @pytest.mark.parametrize("models,steps,message", [
@@ -32,4 +32,4 @@ def test_defaults_are_the_named_settings():
 ])
 def test_bad_flags_name_the_flag_and_the_choices(models, steps, message):
   with pytest.raises(ValueError, match=message):
-    bench_main.resolve_settings(False, models, steps)
+    bench_settings.resolve_settings(False, models, steps)

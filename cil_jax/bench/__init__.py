@@ -9,9 +9,10 @@ overhead, and one against all local devices.
 For the device comparison on a CPU, fake devices must be asked for before
 JAX starts: XLA_FLAGS=--xla_force_host_platform_device_count=8.
 
-Modules, by job: ``setup`` (what is trained: models, optimizer, step, random
-data staged on the devices), ``measure`` (the timed measurements), ``report``
-(the printed tables) and ``__main__`` (flags, and the results JSON);
-``e2e``, on its own, times whole ``cil_jax.main`` processes from outside
+Modules, by job: ``settings`` (steps, sweep size and models of a run),
+``setup`` (what is trained: models, optimizer, step, random data staged on
+the devices), ``measure`` (the timed measurements), ``report`` (the
+printed tables) and ``__main__`` (flags, and the results JSON); ``e2e``,
+on its own, times whole ``cil_jax.main`` processes from outside
 (``python -m cil_jax.bench.e2e``). Importing this package defines no flags.
 """

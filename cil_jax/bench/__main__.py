@@ -5,14 +5,13 @@
 """
 
 import json
-from typing import NamedTuple
-
 import jax
 from absl import app
 from absl import flags
 
 from cil_jax.bench import measure
 from cil_jax.bench import report
+from cil_jax.bench.settings import resolve_settings
 from cil_jax.bench.setup import GLOBAL_BATCH
 from cil_jax.bench.setup import Setup
 from cil_jax.bench.setup import random_data
@@ -29,39 +28,6 @@ _STEPS = flags.DEFINE_integer(
     "(20, or 5 with --quick); a 2 ms MLP step wants a few hundred for a "
     "figure steady to a few percent on a shared CPU.")
 flags.mark_flag_as_required("out")
-
-
-class Settings(NamedTuple):
-  warmup: int
-  steps: int
-  members: int
-  models: tuple
-  member_models: tuple
-
-
-FULL = Settings(warmup=2, steps=20, members=16,
-                models=("mlp", "cnn", "resnet20"),
-                member_models=("mlp", "cnn"))
-QUICK = Settings(warmup=2, steps=5, members=4, models=("mlp", "cnn"),
-                 member_models=("mlp",))
-
-
-def resolve_settings(quick, models=None, steps=None):
-  """The ``Settings`` of ``--quick``, ``--models`` and ``--steps``."""
-  settings = QUICK if quick else FULL
-  if models:
-    unknown = sorted(set(models) - set(FULL.models))
-    if unknown:
-      raise ValueError(f"--models: unknown {unknown}; choose from "
-                       f"{list(FULL.models)}.")
-    settings = settings._replace(
-        models=tuple(models), member_models=tuple(
-            m for m in settings.member_models if m in models))
-  if steps is not None:
-    if steps < 1:
-      raise ValueError(f"--steps must be at least 1, not {steps}.")
-    settings = settings._replace(steps=steps)
-  return settings
 
 
 def bench_model(name, settings, devices):
