@@ -122,6 +122,7 @@ def _run(configs, vmap, source=None):
       ctx, all_methods, given[1]["adapter_dim"] if given else None)
   ctx.prefetch_init()  # compiles while the data loads
   ctx.prefetch_test()  # normalised while the first step compiles
+  ctx.prefetch_checkpointing()  # imported then too
   if ctx.precomputes_teacher_logits:  # one compiled step for C_A and all
     ctx.shared_kd = step_build.shared_kd_programs(all_methods)
   if given is not None:  # evaluated and checked against its copy: no write
