@@ -174,7 +174,10 @@ def _build(ctx, method, previous, kd):
       path_integral=tracks_path_integral(method),
       rehearsal=method.rehearsal if previous is not None else "",
       mixed_batch_stats=method.mixed_batch_stats,
-      lucir=method.lucir)
+      lucir=method.lucir,
+      # Only TensorBoard reads it; the same on every process, so multi-host
+      # runs keep one program.
+      grad_norm=bool(ctx.config.outputs.tensorboard))
   teacher_logits_fn = None
   if teacher is not None and method.rehearsal != "lucir":  # needs features
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))

@@ -8,7 +8,8 @@ A TensorBoard run per method and per class step:
   training, a point per epoch at its last update: the epoch's means of
   ``train/loss``, ``train/ce``, ``train/kd``, ``train/accuracy`` and
   ``train/grad_norm`` (the L2 norm of the gradient of the parameters the
-  step updates, before the optimizer), ``train/eps``,
+  step updates, before the optimizer; computed only for TensorBoard, by
+  a train step built with ``grad_norm``), ``train/eps``,
   ``train/learning_rate``, ``train/examples_per_s``, and clu's
   ``ReportProgress`` ``steps_per_sec`` and ``uptime``; its hyperparameters
   (``eps``, ``kd_temperature``) once;

@@ -351,6 +351,30 @@ def test_grad_norm_is_the_norm_of_the_updated_parameters_gradient(
   assert norm(grads["backbone"]) > 0.1 * norm(grads["head"])
 
 
+def test_a_step_without_grad_norm_trains_identically(mlp_models):
+  # Runs without TensorBoard leave the norm out; nothing else changes.
+  training = Training(mlp_models)
+  batches = make_batches(2, seed=11)
+  devices = jax.local_devices()[:1]
+  results = []
+  for with_norm in (True, False):
+    step = ts.make_train_step(
+        mlp_models.student.apply, mlp_models.teacher.apply, training.tx,
+        "full", False, partition.rule_labeler(training.rules),
+        grad_norm=with_norm)
+    results.append(run_steps(ts.pmap_train_step(step, fed_batch),
+                             training.host_state(0.5),
+                             mlp_models.teacher_variables, batches, devices))
+  (with_state, with_metrics), (without_state, without_metrics) = results
+  assert all("grad_norm" in m for m in with_metrics)
+  assert not any("grad_norm" in m for m in without_metrics)
+  for got, want in zip(jax.tree.leaves(first_replica(without_state)),
+                       jax.tree.leaves(first_replica(with_state))):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(without_metrics, with_metrics):
+    np.testing.assert_array_equal(got["loss"], want["loss"])
+
+
 @pytest.mark.parametrize("eps", [0.0, 1.0])
 def test_eps_endpoints_are_pure_ce_and_pure_kd(mlp, mlp_step_8, eps):
   state, metrics = run_steps(mlp_step_8, mlp.host_state(eps=eps),
