@@ -110,8 +110,9 @@ def make_train_step(student_apply, teacher_apply, tx, kd_form, kd_t2_scaling,
   of the seen classes, ``num_old`` on with ``new_rows``), before the
   optimizer; without ``grad_norm`` it is not computed (a run computes it
   only for TensorBoard, its one reader: 0.1 ms of the Fashion-MNIST MLP's
-  2.3 ms step on a 2-core CPU). With ``learning_rate_fn(count, total_steps)``, ``tx`` gives the
-  update direction and the step scales it by ``-learning_rate_fn``;
+  2.3 ms step on a 2-core CPU). With ``learning_rate_fn(count,
+  total_steps)``, ``tx`` gives the update direction and the step scales
+  it by ``-learning_rate_fn``;
   without, ``tx``'s updates are applied as they are. ``new_rows`` (the
   preset) updates only the head's new columns, ``num_old`` on. ``local_ce``
   takes the cross-entropy over the new classes' outputs only, ``num_old``
