@@ -18,6 +18,7 @@ from cil_jax.bench.setup import GLOBAL_BATCH
 from cil_jax.bench.setup import NUM_CLASSES
 from cil_jax.bench.setup import NUM_OLD
 from cil_jax.bench.setup import RNG
+from cil_jax.bench.setup import resident_data
 from cil_jax.bench.setup import stage
 from cil_jax.bench.setup import staged_batch
 from cil_jax.data import pipeline
@@ -97,12 +98,7 @@ def whole_epoch(setup, devices, data, settings):
   """Step ms as runs train on device-resident data: the teacher's logits
   precomputed and many steps per dispatch (``pmap_train_epoch``, here the
   whole short epoch at once); the first dispatch (compile) is not timed."""
-  examples = pipeline.Examples(image=data["image"], label=data["label"])
-  feed_data = train_data.DeviceTrainData.from_examples(
-      examples, range(NUM_OLD, NUM_CLASSES), False, GLOBAL_BATCH, devices)
-  feed_data = feed_data.with_teacher_logits(
-      jax.jit(lambda v, x: setup.teacher.apply(v, x, train=False)),
-      setup.teacher_variables)
+  feed_data = resident_data(setup, data, devices)
   step_fn = ts.pmap_train_epoch(setup.step, feed_data.batch_fn)
   chunks = list(train_data.epoch_chunks(feed_data, 0, 1,
                                         feed_data.steps_per_epoch))
