@@ -43,10 +43,11 @@ def bench_model(name, settings, devices):
       setup, devices, data, settings)
   # As runs do: many steps per dispatch only where XLA keeps the step's
   # speed inside a loop (not convolutions on a CPU; see step_context.py).
-  if devices[0].platform != "cpu" or name == "mlp":
-    result["whole_epoch_ms"] = measure.whole_epoch(setup, devices, data,
-                                                   settings)
-  result["floor_ms"] = measure.floor(setup, data, settings)
+  epoch = devices[0].platform != "cpu" or name == "mlp"
+  result["floor_ms"], whole_epoch_ms = measure.floor_and_epoch(
+      setup, devices, data, settings, epoch)
+  if epoch:
+    result["whole_epoch_ms"] = whole_epoch_ms
   augment = image_shape == (32, 32, 3)
   result["input"] = {"augment": augment, "prestaged_ms": result["step_ms"],
                      **measure.input_pipelines(setup, devices, data, augment,

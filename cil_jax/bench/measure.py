@@ -4,6 +4,7 @@ precomputed as runs without augmentation do) against the floor of the same
 shapes, its input pipelines, and sweep members in one program against one
 run after another."""
 
+import statistics
 import time
 
 import jax
@@ -23,6 +24,12 @@ from cil_jax.bench.setup import stage
 from cil_jax.bench.setup import staged_batch
 from cil_jax.data import pipeline
 from cil_jax.data import train_data
+
+
+# The floor and the whole-epoch step: the median of this many timed
+# passes, each over all the timed steps, the two alternating; one pass of a
+# 2 ms step moved by 15-20% between runs on a shared 2-core CPU.
+ROUNDS = 3
 
 
 def timed_steps(step_fn, state, teacher, resident, feeds, rng, warmup):
@@ -54,11 +61,12 @@ def throughput(setup, devices, data, settings):
           "steps_per_s": 1 / step_s, "examples_per_s": GLOBAL_BATCH / step_s}
 
 
-def floor(setup, data, settings):
+def _floor_round(setup, data, settings):
   """The floor of a train step: the student's forward and backward pass
   alone (the gradient of its cross-entropy), jitted on one device, on
   pre-staged batches: no teacher, optimizer, collectives or dispatch of a
-  pmapped program."""
+  pmapped program. Returns a function that times one pass over the timed
+  batches (ms a step)."""
   variables = setup.variables
 
   @jax.jit
@@ -75,12 +83,15 @@ def floor(setup, data, settings):
   params = jax.device_put(variables["params"])
   for batch in batches[:settings.warmup]:
     jax.block_until_ready(gradients(params, batch))
-  start = time.perf_counter()
-  for batch in batches[settings.warmup:]:
-    out = gradients(params, batch)
-  jax.block_until_ready(out)
-  return 1e3 * (time.perf_counter() - start) / (len(batches)
-                                                - settings.warmup)
+  timed = batches[settings.warmup:]
+
+  def one_round():
+    start = time.perf_counter()
+    for batch in timed:
+      out = gradients(params, batch)
+    jax.block_until_ready(out)
+    return 1e3 * (time.perf_counter() - start) / len(timed)
+  return one_round
 
 
 def precomputed_teacher(setup, devices, data, settings):
@@ -94,10 +105,11 @@ def precomputed_teacher(setup, devices, data, settings):
   return 1e3 * step_s
 
 
-def whole_epoch(setup, devices, data, settings):
+def _epoch_round(setup, devices, data):
   """Step ms as runs train on device-resident data: the teacher's logits
   precomputed and many steps per dispatch (``pmap_train_epoch``, here the
-  whole short epoch at once); the first dispatch (compile) is not timed."""
+  whole short epoch at once); the first dispatch (compile) is not timed.
+  Returns a function that times one more dispatch (ms a step)."""
   feed_data = resident_data(setup, data, devices)
   step_fn = ts.pmap_train_epoch(setup.step, feed_data.batch_fn)
   chunks = list(train_data.epoch_chunks(feed_data, 0, 1,
@@ -105,10 +117,33 @@ def whole_epoch(setup, devices, data, settings):
   state = setup.state(devices)
   state, metrics = step_fn(state, {}, feed_data.resident, chunks[0], RNG)
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  state, metrics = step_fn(state, {}, feed_data.resident, chunks[0], RNG)
-  jax.block_until_ready(metrics)
-  return 1e3 * (time.perf_counter() - start) / feed_data.steps_per_epoch
+  state = [state]
+
+  def one_round():
+    start = time.perf_counter()
+    state[0], metrics = step_fn(state[0], {}, feed_data.resident, chunks[0],
+                                RNG)
+    jax.block_until_ready(metrics)
+    return 1e3 * (time.perf_counter() - start) / feed_data.steps_per_epoch
+  return one_round
+
+
+def floor_and_epoch(setup, devices, data, settings, epoch=True):
+  """``(floor_ms, whole_epoch_ms)``: the medians of ``ROUNDS`` timed passes
+  of the floor (``_floor_round``) and, with ``epoch``, of the whole-epoch
+  step (``_epoch_round``; else ``None``), taken alternately so that both
+  see the same outside load."""
+  rounds = {"floor": _floor_round(setup, data, settings)}
+  if epoch:
+    rounds["epoch"] = _epoch_round(setup, devices, data)
+  times = {name: [] for name in rounds}
+  for _ in range(ROUNDS):
+    for name, one_round in rounds.items():
+      times[name].append(one_round())
+  return (statistics.median(times["floor"]),
+          statistics.median(times["epoch"]) if epoch else None)
+
+
 
 
 def input_pipelines(setup, devices, data, augment, settings):
