@@ -132,31 +132,36 @@ def print_profile(result, top=25):
     print(f"{rest:7.3f}         ({len(result['rows']) - top} more ops)")
 
 
-_OUT = flags.DEFINE_string("out", None, "Where to write the profile (JSON).")
-_MODEL = flags.DEFINE_string("model", "mlp", f"One of {sorted(MODELS)}.")
-_PROGRAM = flags.DEFINE_string(
-    "program", "epoch", "epoch: many steps per dispatch on device-resident "
-    "data (MLP runs on a CPU, every run on an accelerator); step: one step "
-    "per dispatch (convolutional runs on a CPU).")
-_STEPS = flags.DEFINE_integer(
-    "steps", 93, "Profiled steps (93: one epoch of a Fashion-MNIST class "
-    "pair at batch 128).")
+def _define_flags():
+  """The command's flags, defined only when it runs as ``__main__``: a test
+  importing this module beside another command (``cil_jax.summarize``'s
+  ``--out``) must not define them twice."""
+  flags.DEFINE_string("out", None, "Where to write the profile (JSON).")
+  flags.DEFINE_string("model", "mlp", f"One of {sorted(MODELS)}.")
+  flags.DEFINE_string(
+      "program", "epoch", "epoch: many steps per dispatch on device-resident "
+      "data (MLP runs on a CPU, every run on an accelerator); step: one step "
+      "per dispatch (convolutional runs on a CPU).")
+  flags.DEFINE_integer(
+      "steps", 93, "Profiled steps (93: one epoch of a Fashion-MNIST class "
+      "pair at batch 128).")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    result = profile(_MODEL.value, _PROGRAM.value, _STEPS.value,
-                     jax.local_devices()[:1])
+    result = profile(flags.FLAGS.model, flags.FLAGS.program,
+                     flags.FLAGS.steps, jax.local_devices()[:1])
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   print_profile(result)
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
+  if flags.FLAGS.out:
+    with open(flags.FLAGS.out, "w") as f:
       json.dump(result, f, indent=2)
-    print(f"\nwrote {_OUT.value}")
+    print(f"\nwrote {flags.FLAGS.out}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
