@@ -13,9 +13,10 @@ After one untimed pass, ``--steps`` steps run under JAX's profiler; each
 executed HLO instruction's time is summed (``op_times``) and printed per
 step, slowest first, with the JAX operation it came from and its part of
 the step (model forward and backward, loss, optimizer and the rest), beside
-the step's wall time and the floor ``python -m cil_jax.bench`` measures
-(the forward and backward pass alone). What the ops do not cover is time
-between them: dispatch, synchronisation, idle threads.
+the step's wall time under the profiler (``python -m cil_jax.bench`` gives
+the floor to compare it with: the forward and backward pass alone). Ops
+may overlap (XLA runs independent ones on the CPU's threads), and time
+between them (dispatch, synchronisation, idle threads) is in no op.
 """
 
 import glob
