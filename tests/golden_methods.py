@@ -100,9 +100,21 @@ def collect(workdir):
   return digests
 
 
+def machine():
+  """What decides XLA's rounding besides the program: the CPU and jaxlib."""
+  import jaxlib
+  cpu = ""
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      names = [l.split(":", 1)[1].strip() for l in f if
+               l.startswith("model name")]
+    cpu = names[0] if names else ""
+  return {"cpu": cpu, "jaxlib": jaxlib.__version__}
+
+
 def compute():
   from cil_jax import train
-  golden = {}
+  golden = {"machine": machine()}
   for name, config in run_configs().items():
     with tempfile.TemporaryDirectory() as workdir:
       train.run(config, workdir)
@@ -113,6 +125,8 @@ def compute():
 def differences(expected, actual):
   """Readable lines, one per difference; empty when bit-identical."""
   lines = []
+  expected = {k: v for k, v in expected.items() if k != "machine"}
+  actual = {k: v for k, v in actual.items() if k != "machine"}
   for run in sorted(set(expected) | set(actual)):
     e, a = expected.get(run, {}), actual.get(run, {})
     for step in sorted(set(e) | set(a)):
@@ -135,13 +149,39 @@ def differences(expected, actual):
   return lines
 
 
+def close_differences(expected, actual, accuracy=0.03, relative=1e-3):
+  """On another machine kind: each step's accuracies within ``accuracy``
+  and each parameter leaf's sum within ``relative`` (of its size, at
+  least 1e-3): rounding moves the last bits, a changed method moves
+  these."""
+  lines = []
+  for run, steps in expected.items():
+    if run == "machine":
+      continue
+    for step, e in steps.items():
+      a = actual.get(run, {}).get(step)
+      if a is None:
+        lines.append(f"{run}/{step}: missing")
+        continue
+      for key in ("acc_all", "acc_old", "acc_new"):
+        if (e.get(key) is None) != (a.get(key) is None) or (
+            e.get(key) is not None and abs(e[key] - a[key]) > accuracy):
+          lines.append(f"{run}/{step}: {key} {e.get(key)} -> {a.get(key)}")
+      for leaf, value in e["param_sums"].items():
+        other = a["param_sums"].get(leaf)
+        if other is None or abs(other - value) > max(
+            1e-3, relative * abs(value)):
+          lines.append(f"{run}/{step}: sum of {leaf} {value} -> {other}")
+  return lines
+
+
 def main(argv):
   actual = compute()
   if "--write" in argv:
     os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
     with open(GOLDEN, "w") as f:
       json.dump(actual, f, indent=1, sort_keys=True)
-    print(f"wrote {GOLDEN}: {sum(len(v) for v in actual.values())} steps")
+    print(f"wrote {GOLDEN}: {sum(len(actual[r]) for r in run_configs())} steps")
     return 0
   with open(GOLDEN) as f:
     expected = json.load(f)
