@@ -8,8 +8,8 @@
   extended.metrics["final_acc_all"], extended.predict(images)
   extended.save("my_classifier")
 
-``add_classes`` builds the config of ``configs/add_classes.py`` (one
-method, ``eps_kd`` unless told), puts the numpy arrays behind a
+``add_classes`` builds the packaged config ``cil_jax/configs/add_classes.py``
+(one method, ``eps_kd`` unless told), puts the numpy arrays behind a
 ``data.source.Source``, and calls ``train.run``: the same checks, the same
 door for the teacher (``cil_jax.teacher``), the same workdir (rerun to
 resume). A teacher given as ``(module, params)`` is first written as a
@@ -28,11 +28,13 @@ import numpy as np
 
 from cil_jax import api_inputs
 from cil_jax import checkpoint
-from cil_jax import config_files
 from cil_jax import image_folder
 from cil_jax import input_spec
 from cil_jax import overrides
 from cil_jax import step_outputs
+# Named *_config: add_classes is also this module's function.
+from cil_jax.configs import add_classes as add_classes_config
+from cil_jax.configs import default as default_config
 from cil_jax.data import source as data_source
 # The run the CLI goes through (``train`` names add_classes' data here).
 from cil_jax.train import run as train_run
@@ -196,8 +198,9 @@ def _add_to_tfds(teacher, name, test, workdir, method, class_names,
 
 
 def _base_config(teacher, meta, method, dataset_name):
-  """``configs/add_classes.py`` for ``teacher`` (its model) and ``method``."""
-  config = config_files.from_checkout("add_classes").get_config()
+  """The packaged ``add_classes`` config for ``teacher`` (its model) and
+  ``method``."""
+  config = add_classes_config.get_config()
   config.methods = method
   config.teacher.checkpoint = os.fspath(teacher)
   config.dataset.name = dataset_name
@@ -235,7 +238,7 @@ def load(path):
     expected = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(
         (1, *meta["input_shape"]), jnp.float32))
   else:
-    model_config = config_files.from_checkout("default").get_config().model
+    model_config = default_config.get_config().model
     model_config.update(model_meta)
     model = build_model(model_config, meta["num_classes"],
                         meta["adapter_dim"])

@@ -16,24 +16,22 @@ Every job's step directory ends as a run alone would leave it
 """
 
 import dataclasses
+import functools
+import glob
 import shutil
 import time
 from typing import Optional
 
-import numpy as np
-
-from cil_jax import bias_correction
 from cil_jax import compile_ahead
-from cil_jax import consolidation
 from cil_jax import equivalence
 from cil_jax import exemplars
 from cil_jax import fit
 from cil_jax import methods
-from cil_jax import rebalance
 from cil_jax import step_build
 from cil_jax import step_outputs
 from cil_jax import timer
 from cil_jax.data import train_data as tdata
+from cil_jax.methods.shared import penalties
 from cil_jax.models.expand import resize_head
 from cil_jax.step_outputs import StepResult
 
@@ -71,12 +69,13 @@ def run_step(ctx, t, jobs):
 def train_jobs(ctx, t, jobs):
   """Trains ``jobs`` (same structure, distinct runs) in one ``fit``."""
   method, previous = jobs[0].method, jobs[0].previous
+  spec = method.spec
   keys = ctx.keys(t, method)
   train_data = ctx.train_data(ctx.train_classes(t, scratch=previous is None))
-  if method.rehearsal == "bic" and previous is not None:
+  if spec.train_rows is not None and previous is not None:
     # Equal per job: every job of a batch shares the previous model.
-    train_data = tdata.without_rows(
-        train_data, exemplars.held_out(ctx, t, previous.memory)[1]["index"])
+    train_data = tdata.without_rows(train_data,
+                                    spec.train_rows(ctx, t, previous))
   with timer.section("setup"):
     models = step_build.build_models(ctx, method, previous)
     ahead = _compile_ahead(ctx, t, method, models, train_data, keys,
@@ -89,10 +88,10 @@ def train_jobs(ctx, t, jobs):
   to_fit = [i for i, job in enumerate(jobs)
             if not step_outputs.has_classifier(job.step_dir)]
   start = time.perf_counter()
-  replays = (step_build.replay_sets(ctx, t, [jobs[i] for i in to_fit],
-                                    keys.replay)
-             or step_build.memory_sets(ctx, t, [jobs[i] for i in to_fit],
-                                       models) if to_fit else None)
+  replays = None
+  if to_fit and spec.rows is not None and previous is not None:
+    replays = spec.rows(ctx, t, [jobs[i] for i in to_fit], models,
+                        keys.replay)
   common = dict(train_data=train_data, num_old=ctx.num_old(t),
                 num_seen=ctx.num_seen(t), devices=ctx.devices,
                 dropout_key=keys.dropout, data_seed=keys.data_seed,
@@ -105,9 +104,10 @@ def train_jobs(ctx, t, jobs):
       members=[members[i] for i in to_fit], config=ctx.config,
       teacher_logits_fn=models.teacher_logits_fn, ahead=ahead, **common)
                     if to_fit else []))
-  if replays and method.head_finetune_steps:
-    fitted = _head_finetune(ctx, method, previous, to_fit, members, fitted,
-                            common)
+  if spec.after_fit is not None and to_fit:
+    fitted = spec.after_fit(
+        method, to_fit, members, fitted, common,
+        functools.partial(_retrain, ctx, previous, common))
   train_seconds = (time.perf_counter() - start) / max(len(to_fit), 1)
   return [
       _save_and_evaluate(ctx, t, job, member, fitted.get(i), models, {
@@ -117,7 +117,7 @@ def train_jobs(ctx, t, jobs):
           **({"replay": replays[0]["stats"]}
              if replays and "stats" in replays[0] else {}),
           **({"memory_rows": len(job.previous.memory["label"])}
-             if job.method.rehearsal and job.previous else {})})
+             if job.method.memory and job.previous else {})})
       for i, (job, member) in enumerate(zip(jobs, members))]
 
 
@@ -137,31 +137,16 @@ def _compile_ahead(ctx, t, method, models, train_data, keys, num_jobs):
       whole_epochs=ctx.whole_epochs, num_outputs=ctx.num_outputs)
 
 
-def _head_finetune(ctx, method, previous, to_fit, members, fitted, common):
-  """``method.head_finetune_steps`` (rounded up to whole epochs of the new
-  data) of the head alone on the class-balanced
-  CE over the new data and the step's synthetic old rows
-  (``methods.head_finetune``), from the fitted variables; checkpoints
-  beside the step's own, so a killed run resumes here."""
-  head = methods.head_finetune(method)
-  models = step_build.build_models(ctx, head, previous)
+def _retrain(ctx, previous, common, method, members, epochs):
+  """``Spec.after_fit``'s ``retrain``: ``members`` fitted for ``epochs``
+  more with ``method``'s step (built and cached like the step's own), no
+  teacher logits."""
+  models = step_build.build_models(ctx, method, previous)
   config = ctx.config.copy_and_resolve_references()
-  config.train.epochs = -(-method.head_finetune_steps
-                          // common["train_data"].steps_per_epoch)
-  config.train.checkpoint_every_epochs = config.train.epochs
-  finetuned = fit.fit(
-      train_step=models.train_step, tx=models.tx, config=config,
-      members=[dataclasses.replace(
-          members[i], variables=fitted[i], eps=0.0, teacher_variables=None,
-          replay_weight=0.0,
-          checkpoint_dir=_head_checkpoints(members[i]),
-          name=members[i].name + " head fine-tune") for i in to_fit],
-      teacher_logits_fn=None, **common)
-  return dict(zip(to_fit, finetuned))
-
-
-def _head_checkpoints(member):
-  return member.checkpoint_dir + "_head_finetune"
+  config.train.epochs = epochs
+  config.train.checkpoint_every_epochs = epochs
+  return fit.fit(train_step=models.train_step, tx=models.tx, config=config,
+                 members=members, teacher_logits_fn=None, **common)
 
 
 def given_base(ctx, variables, adapter_dim, given_model):
@@ -211,6 +196,7 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   """Saves a freshly trained model (or loads the one a killed run saved),
   evaluates it, writes ``result.json`` and drops the training checkpoints."""
   num_seen = ctx.num_seen(t)
+  spec = job.method.spec
   penalty = memory = None
   if variables is None:
     variables = step_outputs.load_classifier(ctx, job.step_dir, num_seen,
@@ -220,27 +206,22 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
     if job.method.memory:
       memory = exemplars.load(job.step_dir, ctx.config, num_seen)
   else:
-    path_integral = variables.pop("path_integral", None)
+    running = variables.pop("running", None)
     if job.method.consolidate:
       # Before the classifier, whose presence ends the training.
       start = time.perf_counter()
-      penalty = consolidation.after_step(
+      penalty = penalties.after_step(
           ctx, t, job.method.consolidate,
           job.previous.penalty if job.previous else None,
           models.student.apply, member.variables["params"], variables,
-          path_integral, scratch=job.previous is None)
+          running, scratch=job.previous is None)
       step_outputs.save_penalty(job.step_dir, penalty)
       training = dict(training, importance_seconds=round(
           time.perf_counter() - start, 2))
-    if job.method.weight_aligning and job.previous is not None:
-      # Before saving, so a resumed run loads the aligned classifier.
-      variables, gamma = rebalance.align_variables(
-          variables, ctx.num_old(t), num_seen, ctx.head_path)
-      print(f"{member.name}: weight aligning scaled the new columns by "
-            f"{gamma:.4f}", flush=True)
-    if job.method.rehearsal == "bic" and job.previous is not None:
-      variables, training = _correct_bias(ctx, t, job, variables, models,
-                                          training)
+    if spec.finish is not None:
+      # Before saving, so a resumed run loads the classifier it made.
+      variables, training = spec.finish(ctx, t, job, member, variables,
+                                        models, training)
     if job.method.memory:  # before the classifier, like the penalty
       memory = exemplars.after_step(
           ctx, t, job.previous.memory if job.previous else None,
@@ -257,50 +238,22 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
   }
   if job.method.memory:
     record["memory_size"] = len(memory["label"])
-  if job.method.nme and job.previous is not None:
-    # iCaRL's accuracy is its nearest-mean-of-exemplars classifier's; the
-    # head's own (argmax of the logits) is kept beside it.
+  if spec.classify is not None and job.previous is not None:
+    # The method's own classifier's accuracy (iCaRL's nearest mean of
+    # exemplars); the head's own (argmax of the logits) is kept beside it.
     logits = {f"logits_{k}": record[k] for k in ("acc_all", "acc_old",
                                                   "acc_new")}
-    record.update(ctx.evaluate(
-        variables, t, models.adapter_dim,
-        class_means=exemplars.class_means(ctx, memory, models.student,
-                                          variables)),
-                  classifier="nme", **logits)
+    record.update(spec.classify(ctx, t, variables, models, memory),
+                  classifier=spec.name, **logits)
   step_outputs.write_record(job.step_dir, record)
-  for directory in (member.checkpoint_dir, _head_checkpoints(member)):
+  # The step's checkpoints and those of what ran after its fit.
+  for directory in [member.checkpoint_dir,
+                    *glob.glob(glob.escape(member.checkpoint_dir) + "_*")]:
     shutil.rmtree(directory, ignore_errors=True)
   print(f"{member.name}: acc_all {record['acc_all']:.4f} acc_old "
         f"{_fmt(record['acc_old'])} acc_new {record['acc_new']:.4f}",
         flush=True)
   return StepResult(record, variables, penalty, memory)
-
-
-def _correct_bias(ctx, t, job, variables, models, training):
-  """BiC's second stage: (alpha, beta) of the new classes' logits fitted
-  on the step's held-out rows, folded into the head; the accuracy before
-  it is recorded beside."""
-  num_old, num_seen = ctx.num_old(t), ctx.num_seen(t)
-  _, held = exemplars.held_out(ctx, t, job.previous.memory)
-  images, _ = ctx.source.arrays("train")
-  logits = np.asarray(ctx.logits_fn(models.adapter_dim)(
-      variables, exemplars.normalised(ctx, images, held["index"])))
-  alpha, beta = bias_correction.fit(logits, held["label"], num_old,
-                                    num_seen)
-  before = ctx.evaluate(variables, t, models.adapter_dim)
-  variables = rebalance.map_head(
-      variables, ctx.head_path,
-      lambda head: rebalance.correct_bias(head, alpha, beta, num_old,
-                                          num_seen),
-      "a model whose head has a bias, or drop bic from config.methods")
-  print(f"{job.method.name} step {t}: bias correction alpha {alpha:.4f} "
-        f"beta {beta:.4f} on {len(held['label'])} held-out rows", flush=True)
-  return variables, dict(
-      training, bic_alpha=round(alpha, 6), bic_beta=round(beta, 6),
-      bic_held_out=len(held["label"]),
-      uncorrected_acc_all=before["acc_all"],
-      uncorrected_acc_old=before["acc_old"],
-      uncorrected_acc_new=before["acc_new"])
 
 
 def _reuse(ctx, t, job):
@@ -323,13 +276,14 @@ def _structure(ctx, job):
   the training data (from scratch or not), through the method's name, the
   random keys, and the replay set and head fine-tune that follow the
   fit."""
+  spec = job.method.spec
   return (job.method.name,
           step_build.structure(job.method, job.previous, ctx.shared_kd),
           # A job without a teacher in a shared distilling step (eps 0)
           # trains apart from those with one.
           job.previous is not None and job.method.distills,
-          job.previous is None, job.method.replay, job.method.replay_batch,
-          job.method.head_finetune_steps, job.method.head_finetune_targets)
+          job.previous is None,
+          spec.fit_key(job.method) if spec.fit_key else None)
 
 
 def _fmt(value):

@@ -33,7 +33,7 @@ def start(*, models, variables, train_data, num_old, num_seen, config,
   variables have the shapes of ``variables`` (``jax.ShapeDtypeStruct``
   leaves), or ``None`` where the case is not covered."""
   if (train_data.mode != "device" or train_data.augment
-      or "path_integral" in variables):
+      or "running" in variables):
     return None
   mesh = Mesh(np.asarray(devices), (BATCH_AXIS,))
   sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))

@@ -7,13 +7,8 @@ offending key and how to fix it.
 
 import jax
 
-from cil_jax import losses
 from cil_jax import methods
 from cil_jax import optim
-from cil_jax import partition
-from cil_jax import memory
-from cil_jax import regularizers
-from cil_jax import rehearsal
 from cil_jax import step_build
 from cil_jax.data import train_data
 from cil_jax.models import COMPUTE_DTYPES
@@ -24,7 +19,6 @@ from cil_jax.models import MODEL_NAMES
 _TEACHER_KEYS = ("module", "module_kwargs", "head_path", "classes",
                  "class_names", "input_pixels", "input_normalization",
                  "input_mean", "input_std")
-SYNTHESISERS = ("inversion", "generator")  # config.df_replay.synthesiser
 
 
 def validate(config, num_devices):
@@ -48,31 +42,12 @@ def validate(config, num_devices):
        f"config.model.name={config.model.name!r}; use one of {MODEL_NAMES}.")
   need(0.0 <= config.model.dropout < 1.0,
        f"config.model.dropout={config.model.dropout} must be in [0, 1).")
-  for name in methods.method_names(config.methods):
-    methods.get_method(name, config)  # parses eps
-  kd = config.eps_kd
-  need(kd.kd_temperature > 0,
-       f"config.eps_kd.kd_temperature={kd.kd_temperature} must be > 0.")
-  need(kd.kd_form in losses.KD_FORMS,
-       f"config.eps_kd.kd_form={kd.kd_form!r}; use one of {losses.KD_FORMS}.")
-  need(kd.ce_form in losses.CE_FORMS,
-       f"config.eps_kd.ce_form={kd.ce_form!r}; use one of {losses.CE_FORMS}.")
-  need(kd.layers in partition.PRESETS,
-       f"config.eps_kd.layers={kd.layers!r}; use one of {partition.PRESETS}.")
-  need(kd.last_k >= 1, f"config.eps_kd.last_k={kd.last_k} must be >= 1.")
-  need(kd.layers != "adapter" or kd.adapter_dim > 0,
-       "config.eps_kd.layers='adapter' needs config.eps_kd.adapter_dim > 0.")
-  need(kd.layers != "regex" or kd.trainable_regex,
-       "config.eps_kd.layers='regex' needs config.eps_kd.trainable_regex.")
-  _check_replay(config, need)
-  need(config.df_replay.generator.batch_size % num_devices == 0,
-       f"config.df_replay.generator.batch_size="
-       f"{config.df_replay.generator.batch_size} must be a multiple of the "
-       f"{num_devices} devices in use (each trains the generator on its "
-       f"share of the batch).")
-  _check_regularizers(config, need)
-  _check_memory(config, need)
-  _check_cosine_head(config, need)
+  methods.check(config, need, num_devices)
+  need(not config.model.get("cosine_head", False)
+       or config.model.cosine_scale_init > 0,
+       f"config.model.cosine_scale_init={config.model.cosine_scale_init} "
+       f"must be > 0: the cosine head's logits are sigma * cos; use e.g. "
+       f"10.")
   need(config.optim.name in optim.OPTIMIZERS,
        f"config.optim.name={config.optim.name!r}; use one of "
        f"{optim.OPTIMIZERS}.")
@@ -147,190 +122,10 @@ def validate_steps(ctx, all_methods, given_adapter_dim=None):
           f" but step {t} of {name} trains on only {examples} examples "
           f"(classes {class_ids}) per process, not one full batch; lower "
           f"config.train.batch_size to at most {examples}.")
-  _check_memory_fits(ctx, all_methods)
+  checks = {m.spec.check_steps for m in all_methods if m.spec.check_steps}
+  for check_steps in sorted(checks, key=lambda f: f.__module__):
+    check_steps(ctx, all_methods)
   for method in all_methods:
     dim = method.adapter_dim or given_adapter_dim or 0
     step_build.preset_labels(
         method, ctx.abstract(ctx.num_outputs, dim)["params"], ctx.layout)
-
-
-def _check_regularizers(config, need):
-  for name in regularizers.REGULARIZERS:
-    weight = config[name].weight
-    need(isinstance(weight, (int, float)) and weight >= 0,
-         f"config.{name}.weight={weight!r} must be a number >= 0 (it "
-         f"multiplies the {name} penalty; 0 is fine-tuning); use e.g. "
-         f"--config.{name}.weight=1.0.")
-  need(0.0 < config.ewc.decay <= 1.0,
-       f"config.ewc.decay={config.ewc.decay} must be in (0, 1]: online EWC "
-       f"multiplies the running Fisher by it each step; use e.g. 0.9, or 1 "
-       f"to keep it whole.")
-  need(config.si.damping > 0,
-       f"config.si.damping={config.si.damping} must be > 0: SI divides by "
-       f"(parameter change)^2 + damping; use e.g. 0.1.")
-  used = [n for n in methods.method_names(config.methods)
-          if n in regularizers.REGULARIZERS]
-  need(not used or not config.teacher.checkpoint,
-       f"config.methods lists {', '.join(used)}, whose importance comes from "
-       f"the teacher's own training data, but config.teacher.checkpoint="
-       f"{config.teacher.checkpoint!r} is a given classifier without it; "
-       f"remove {', '.join(used)} from config.methods, or train C_A here "
-       f"(config.teacher.checkpoint='').")
-
-
-def _check_memory(config, need):
-  used = [n for n in methods.method_names(config.methods)
-          if n in rehearsal.REHEARSALS]
-  if not used:
-    return
-  m = config.memory
-  need(m.selection in memory.SELECTIONS,
-       f"config.memory.selection={m.selection!r} is not a selection rule; "
-       f"use one of {memory.SELECTIONS}.")
-  need(isinstance(m.per_class, int) and m.per_class >= 0,
-       f"config.memory.per_class={m.per_class!r} must be an int >= 0 (0: "
-       f"share config.memory.size among the seen classes).")
-  need(m.per_class or (isinstance(m.size, int) and m.size > 0),
-       f"config.memory.size={m.size!r}, but config.methods lists "
-       f"{', '.join(used)}, which rehearse from an exemplar memory of that "
-       f"many rows; set it > 0 (e.g. "
-       f"--config.memory.size=2000) or give config.memory.per_class.")
-  need(m.batch_size >= 0,
-       f"config.memory.batch_size={m.batch_size} must be >= 0 (0: "
-       f"config.train.batch_size).")
-  need(0 < config.bic.val_fraction < 1,
-       f"config.bic.val_fraction={config.bic.val_fraction} must be in (0, 1):"
-       f" the share of each class's exemplars held out to fit the bias "
-       f"correction; use e.g. 0.1.")
-  need(config.bic.kd_temperature > 0,
-       f"config.bic.kd_temperature={config.bic.kd_temperature} must be > 0.")
-  need(not config.teacher.checkpoint,
-       f"config.methods lists {', '.join(used)}, whose exemplar memory "
-       f"holds the teacher's training data, but config.teacher.checkpoint="
-       f"{config.teacher.checkpoint!r} is a given classifier without it; "
-       f"remove {', '.join(used)} from config.methods, or train C_A here "
-       f"(config.teacher.checkpoint='').")
-
-
-def _check_cosine_head(config, need):
-  """lucir needs the cosine head; the methods that rescale a linear head's
-  columns and bias cannot use it."""
-  names = methods.method_names(config.methods)
-  cosine = config.model.get("cosine_head", False)
-  need(cosine or "lucir" not in names,
-       "config.methods lists lucir, whose classifier is a cosine-normalised "
-       "head, but config.model.cosine_head=False; set "
-       "--config.model.cosine_head=True (every method of the run, C_A "
-       "included, then uses that head; run lucir apart to compare with "
-       "linear-head methods).")
-  c = config.lucir
-  need(isinstance(c.top_k, int) and c.top_k >= 1,
-       f"config.lucir.top_k={c.top_k!r} must be an int >= 1: the hard "
-       f"new-class negatives per memory row; use e.g. 2.")
-  for key in ("lambda_base", "margin", "mr_weight"):
-    need(c[key] >= 0, f"config.lucir.{key}={c[key]} must be >= 0.")
-  if not cosine:
-    return
-  need(config.model.cosine_scale_init > 0,
-       f"config.model.cosine_scale_init={config.model.cosine_scale_init} "
-       f"must be > 0: the cosine head's logits are sigma * cos; use e.g. "
-       f"10.")
-  linear = [n for n in names if n == "bic"
-            or (n in ("eps_kd", "df_replay") and config[n].weight_aligning)]
-  need(not linear,
-       f"config.model.cosine_head=True, but config.methods lists "
-       f"{', '.join(linear)}, which rescales a linear head's columns and "
-       f"bias (bic's correction, weight aligning); set "
-       f"--config.model.cosine_head=False for them (run lucir apart), or "
-       f"turn off config.<method>.weight_aligning.")
-
-
-def _check_memory_fits(ctx, all_methods):
-  """A shared budget holds at least one exemplar of every class (bic: two,
-  one to hold out); the memory indexes a training split held in memory
-  (bic: on the devices)."""
-  used = [m.name for m in all_methods if m.rehearsal]
-  if not used:
-    return
-  m = ctx.config.memory
-  if not m.per_class and m.size < ctx.num_outputs:
-    raise ValueError(
-        f"Invalid config: config.memory.size={m.size} is smaller than the "
-        f"{ctx.num_outputs} classes of the sequence, so the last step "
-        f"could keep no exemplar of some classes; raise config.memory.size "
-        f"to at least {ctx.num_outputs} (e.g. "
-        f"{20 * ctx.num_outputs} for 20 per class) or set "
-        f"config.memory.per_class.")
-  if ctx.source.arrays("train") is None:
-    raise ValueError(
-        f"Invalid config: config.methods lists {', '.join(used)}, whose "
-        f"exemplar memory indexes the training split in memory, but this "
-        f"split is streamed (too large to hold); use a smaller dataset or "
-        f"drop {', '.join(used)}.")
-  if "bic" not in used:
-    return
-  if (m.per_class or m.size // ctx.num_outputs) < 2:
-    raise ValueError(
-        f"Invalid config: bic holds out part of each class's exemplars and "
-        f"trains on the rest, but config.memory.size={m.size} leaves fewer "
-        f"than 2 per class at the last step; raise config.memory.size to "
-        f"at least {2 * ctx.num_outputs}.")
-  if train_data.placement_of(ctx.source, ctx.config.dataset) != "device":
-    raise ValueError(
-        "Invalid config: bic holds rows of the training split out of the "
-        "step, which needs the split on the devices; set "
-        "config.dataset.placement='device' or drop bic from config.methods.")
-
-
-def _check_replay(config, need):
-  c, inv = config.df_replay, config.df_replay.inversion
-  need(c.kd_temperature > 0,
-       f"config.df_replay.kd_temperature={c.kd_temperature} must be > 0.")
-  need(c.ce_form in losses.CE_FORMS,
-       f"config.df_replay.ce_form={c.ce_form!r}; use one of "
-       f"{losses.CE_FORMS}.")
-  need(c.batch_stats in methods.BATCH_STATS,
-       f"config.df_replay.batch_stats={c.batch_stats!r}; use one of "
-       f"{methods.BATCH_STATS}.")
-  need(c.samples >= 0,
-       f"config.df_replay.samples={c.samples} must be >= 0 (0 turns replay "
-       f"off).")
-  need(c.weight >= 0, f"config.df_replay.weight={c.weight} must be >= 0.")
-  need(c.batch_size >= 0,
-       f"config.df_replay.batch_size={c.batch_size} must be >= 0 (0: "
-       f"config.train.batch_size).")
-  need(c.head_finetune_steps >= 0,
-       f"config.df_replay.head_finetune_steps={c.head_finetune_steps} "
-       f"must be >= 0.")
-  need(c.head_finetune_targets in ("soft", "hard"),
-       f"config.df_replay.head_finetune_targets={c.head_finetune_targets!r}; "
-       f"use 'soft' or 'hard'.")
-  need(not c.head_finetune_steps or c.samples,
-       f"config.df_replay.head_finetune_steps={c.head_finetune_steps} "
-       f"balances the head on synthetic old-class rows, but "
-       f"config.df_replay.samples=0 makes none; set samples (e.g. 4096) or "
-       f"head_finetune_steps=0.")
-  need(inv.steps >= 1 and inv.batch_size >= 2,
-       f"config.df_replay.inversion.steps={inv.steps} must be >= 1 and "
-       f"inversion.batch_size={inv.batch_size} >= 2 (BatchNorm statistics "
-       f"are matched over a batch).")
-  need(c.synthesiser in SYNTHESISERS,
-       f"config.df_replay.synthesiser={c.synthesiser!r}; use one of "
-       f"{SYNTHESISERS}.")
-  gen = c.generator
-  need(min(gen.steps, gen.batch_size - 1, gen.z_dim, gen.hidden) >= 1,
-       f"config.df_replay.generator.steps={gen.steps}, batch_size="
-       f"{gen.batch_size}, z_dim={gen.z_dim} and hidden={gen.hidden} must "
-       f"be >= 1 (batch_size >= 2: BatchNorm statistics are matched over "
-       f"a batch).")
-  need(gen.learning_rate > 0 and min(gen.bn_weight,
-                                     gen.diversity_weight) >= 0,
-       f"config.df_replay.generator.learning_rate={gen.learning_rate} must "
-       f"be > 0, and bn_weight={gen.bn_weight} and diversity_weight="
-       f"{gen.diversity_weight} >= 0.")
-  need(inv.learning_rate > 0,
-       f"config.df_replay.inversion.learning_rate={inv.learning_rate} must "
-       f"be > 0.")
-  need(min(inv.bn_weight, inv.tv_weight, inv.l2_weight) >= 0,
-       "config.df_replay.inversion.bn_weight, tv_weight and l2_weight must "
-       "be >= 0.")

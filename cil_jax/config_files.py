@@ -1,10 +1,12 @@
 """Config files, loaded by path.
 
-Configs are files that ``--config path.py`` names, not an installed package:
-installing a top-level ``configs`` package would collide with anything of that
-name on a user's path. A config that builds on another one loads it relative
-to itself, so it works from any working directory without editing
-``sys.path``::
+Configs are files that ``--config path.py`` names: the repository's
+experiments in its top-level ``configs/``, which is not an installed
+package (one named ``configs`` would collide with anything of that name on
+a user's path). The defaults they build on are packaged, in
+``cil_jax/configs/``, so an installed wheel has them. A config that builds
+on another file loads it relative to itself, so it works from any working
+directory without editing ``sys.path``::
 
   from cil_jax import config_files
 
@@ -16,7 +18,7 @@ import os
 import re
 
 # The configs/ directory of the source checkout this package runs from; an
-# installed wheel has none (configs are files of the repository).
+# installed wheel has none (its defaults are the package's cil_jax.configs).
 CHECKOUT_CONFIGS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -44,8 +46,9 @@ def sibling(file, name):
 
 
 def from_checkout(name):
-  """``configs/<name>.py`` of the source checkout (for tests and benchmarks,
-  which run from a clone)."""
+  """``configs/<name>.py`` of the source checkout: for tests, benchmarks
+  and notebooks, which run from a clone. The package itself reads only
+  ``cil_jax.configs``, so it works from an installed wheel."""
   path = os.path.join(CHECKOUT_CONFIGS, f"{name}.py")
   if not os.path.isfile(path):
     raise FileNotFoundError(

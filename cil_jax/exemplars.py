@@ -19,9 +19,9 @@ import os
 import jax
 import numpy as np
 
+from cil_jax import features as feature_lib
 from cil_jax import jsonio
 from cil_jax import memory as memory_lib
-from cil_jax import rehearsal
 from cil_jax import timer
 from cil_jax.data import batches
 
@@ -29,7 +29,6 @@ MEMORY_FILE = "memory.json"
 # Rows per forward pass when computing features: one shape, one compile.
 _CHUNK = 1024
 _RANDOM_SALT = 0x3E3
-_HELD_OUT_SALT = 0xB1C
 
 
 def settings(config):
@@ -73,28 +72,6 @@ def after_step(ctx, t, previous, model, variables):
   return memory
 
 
-def held_out(ctx, t, memory):
-  """BiC's split at step ``t``: ``(memory rows that train, held-out rows
-  {"index", "label"})``. Each old class holds out its last
-  ``round(bic.val_fraction * its exemplars)`` (at least 1, and at least
-  1 left to train on), each new class as many of its training rows,
-  drawn at random (seeded by run, step and class); the step never trains
-  on them."""
-  counts = np.bincount(memory["label"])
-  count = int(counts[counts > 0].min())
-  per_class = min(max(1, round(ctx.config.bic.val_fraction * count)),
-                  count - 1)
-  kept, held = memory_lib.hold_out(memory, per_class)
-  _, labels = ctx.source.arrays("train")
-  for class_id in ctx.groups[t]:
-    rows = np.flatnonzero(labels == class_id)
-    order = memory_lib.random_order(
-        len(rows), per_class,
-        (ctx.config.seed, t, int(class_id), _HELD_OUT_SALT))
-    held = memory_lib.add(held, int(ctx.mapping[class_id]), rows[order])
-  return kept, held
-
-
 def normalised(ctx, images, rows):
   """Float32 images of ``rows``, as the pipeline normalises them."""
   info = ctx.source.info
@@ -125,7 +102,7 @@ def _in_chunks(fn, variables, images):
 
 @functools.lru_cache(maxsize=None)
 def _features_fn(apply_fn):
-  return jax.jit(functools.partial(rehearsal.features, apply_fn))
+  return jax.jit(functools.partial(feature_lib.features, apply_fn))
 
 
 def replay_set(ctx, memory, num_old, teacher_logits_fn=None,
@@ -152,11 +129,11 @@ def replay_set(ctx, memory, num_old, teacher_logits_fn=None,
 
 def class_means(ctx, memory, model, variables):
   """iCaRL's class means of exemplars ``[outputs, d]`` under
-  ``variables`` (``rehearsal.class_means``)."""
+  ``variables`` (``feature_lib.class_means``)."""
   images, _ = ctx.source.arrays("train")
   feats = features_of(model, variables,
                       normalised(ctx, images, memory["index"]))
-  return np.asarray(rehearsal.class_means(feats, memory["label"],
+  return np.asarray(feature_lib.class_means(feats, memory["label"],
                                           ctx.num_outputs))
 
 

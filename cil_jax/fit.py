@@ -46,7 +46,8 @@ class Member:
   """One run of a step: where it starts and what it distils from, or, for
   a regularisation method, what its penalty holds it near (``penalty``:
   ``{"anchor", "importance"}``, the step's second input in place of a
-  teacher); ``path_integral``: track SI's running sum."""
+  teacher); ``running``: keep the method's running state (SI's path
+  integral)."""
   variables: Any
   eps: float
   kd_temperature: float
@@ -55,7 +56,7 @@ class Member:
   name: str
   replay_weight: float = 0.0
   penalty: Any = None
-  path_integral: bool = False
+  running: bool = False
 
   @property
   def step_input(self):
@@ -92,7 +93,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   total_steps = config.train.epochs * train_data.steps_per_epoch
   host_states = [ts.create_state(m.variables, tx, m.eps, m.kd_temperature,
                                  num_old, num_seen, total_steps,
-                                 m.replay_weight, m.path_integral)
+                                 m.replay_weight, m.running)
                  for m in members]
   replays = list(replays or [None] * len(members))
   precompute = (teacher_logits_fn is not None and train_data.mode == "device"
@@ -201,11 +202,14 @@ class _EpochLoop:
                                           - compiles))
       examples_per_s = (self.train_data.steps_per_epoch *
                         self.config.train.batch_size / seconds)
+      # The method's named terms (``Objective.metric_names``).
+      terms = sorted(set(means) - {"loss", "accuracy", "grad_norm"})
       for i, member in enumerate(members):
         self._check_diverged(member, epoch, means["loss"][i], first_loss[i])
         print(f"{member.name} epoch {epoch:3d}/{epochs} loss "
-              f"{means['loss'][i]:.4f} ce {means['ce'][i]:.4f} kd "
-              f"{means['kd'][i]:.4f} train_acc {means['accuracy'][i]:.3f} "
+              f"{means['loss'][i]:.4f} "
+              + "".join(f"{k} {means[k][i]:.4f} " for k in terms)
+              + f"train_acc {means['accuracy'][i]:.3f} "
               f"({examples_per_s:,.0f} ex/s)", flush=True)
       board.write(epoch, means, examples_per_s)
       if self._checkpoint_due(epoch, last_save):
@@ -284,10 +288,10 @@ def _names(members):
 
 
 def _variables(state):
-  """The trained variables, and SI's path integral when tracked."""
+  """The trained variables, and the running state when kept."""
   out = {"params": state.params}
   if state.batch_stats:
     out["batch_stats"] = state.batch_stats
-  if state.path_integral:
-    out["path_integral"] = state.path_integral
+  if state.running:
+    out["running"] = state.running
   return out

@@ -1,10 +1,13 @@
 """Entry point: ``python -m cil_jax.main --config configs/default.py --workdir DIR``.
 
 Flags only; everything else is ``train.run``. Override any config value with
-``--config.key=value`` (e.g. ``--config.eps_kd.eps=0.3``).
+``--config.key=value`` (e.g. ``--config.eps_kd.eps=0.3``). Without
+``--config`` it runs the packaged default, ``cil_jax/configs/default.py``,
+so an installed wheel runs with no checkout.
 
-A group of runs that differ only in ``eps_kd.*``, ``df_replay.*`` and
-``methods`` runs in one process with ``--members FILE`` instead of
+A group of runs that differ only in member keys (``methods`` and the
+sections methods mark as theirs alone, e.g. ``eps_kd.*``, ``df_replay.*``;
+``overrides.is_member_key``) runs in one process with ``--members FILE`` instead of
 ``--workdir``: FILE is JSON
 ``{workdir: {"eps_kd.eps": "0.3", ...}}``, each workdir getting the config
 with its overrides (``python -m cil_jax.sweep`` writes these files).
@@ -21,24 +24,29 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+import cil_jax.configs
 from cil_jax import jsonio
 from cil_jax import train
 
+# The packaged default's file, so --config may be left out (an installed
+# wheel has no configs/) and --config.key=value overrides it as any file.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(cil_jax.configs.__file__),
+                              "default.py")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).",
-    lock_config=True)
+    "config", DEFAULT_CONFIG, "Experiment config file (configs/*.py); "
+    "omitted: the packaged default.", lock_config=True)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints and results; rerunning the "
     "same config there resumes it.")
 _MEMBERS = flags.DEFINE_string(
     "members", None, "JSON file {workdir: overrides} of a group of runs "
-    "differing only in eps_kd.*, df_replay.* and methods; replaces "
+    "differing only in member keys (methods, eps_kd.*, df_replay.*); "
+    "replaces "
     "--workdir.")
 _MEMBER_MODE = flags.DEFINE_enum(
     "member_mode", "auto", ["auto", "vmap", "serial"],
     "--members: vmap members in one program, train them in turn (serial), "
     "or auto (vmap on accelerators, serial on CPU).")
-flags.mark_flags_as_required(["config"])
 flags.register_multi_flags_validator(
     ["workdir", "members"], lambda f: (f["workdir"] is None) != (
         f["members"] is None), "Give exactly one of --workdir and --members.")

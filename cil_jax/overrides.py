@@ -1,19 +1,19 @@
 """Config overrides of a run, and which of them a group of runs may differ in.
 
-Kept free of JAX so the launcher can group runs without starting it.
-
-Runs whose configs differ only in *member keys* (the ``eps_kd.*`` and
-``df_replay.*`` knobs and ``methods``) share everything that comes before
-the eps-KD steps: data, class sequence, the base classifier C_A, start-up
-and compiled programs.
-``train.run_members`` trains such a group in one process.
+Runs whose configs differ only in *member keys* (``methods`` and the
+sections of the methods that mark theirs ``Spec.member_section``: knobs
+that change nothing of C_A) share everything that comes before the later
+steps: data, class sequence, the base classifier C_A, start-up and
+compiled programs. ``train.run_members`` trains such a group in one
+process.
 """
 
 import copy
 
 
 def is_member_key(key):
-  return key == "methods" or key.startswith(("eps_kd.", "df_replay."))
+  from cil_jax import methods  # pylint: disable=g-import-not-at-top
+  return key == "methods" or key.split(".")[0] in methods.member_sections()
 
 
 def apply(config, overrides):

@@ -1,5 +1,7 @@
 """Plain-text summaries of ``results.json``."""
 
+from cil_jax import methods
+
 
 def format_table(results):
   """Methods side by side: final old/new/all accuracy, average incremental
@@ -9,7 +11,8 @@ def format_table(results):
            f"{'method':<10} {'acc_old':>8} {'acc_new':>8} {'acc_all':>8} "
            f"{'avg_inc':>8} {'forget':>8}"]
   for name, r in results["methods"].items():
-    label = f"{name} (oracle)" if name == "joint" else name
+    spec = methods.registry().get(name)
+    label = f"{name} (oracle)" if spec and spec.family == "oracle" else name
     lines.append(f"{label:<10} {_pct(r['final_acc_old']):>8} "
                  f"{_pct(r['final_acc_new']):>8} {_pct(r['final_acc_all']):>8} "
                  f"{_pct(r['average_incremental_accuracy']):>8} "

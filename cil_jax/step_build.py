@@ -17,16 +17,12 @@ from typing import Any
 
 import jax
 
-from cil_jax import exemplars
 from cil_jax import fit
-from cil_jax import generator
-from cil_jax import inversion
+from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
-from cil_jax import regularizers
-from cil_jax import replay_grid
-from cil_jax import timer
 from cil_jax import train_step as ts
+from cil_jax.methods.shared import kd
 from cil_jax.models.expand import expand_variables
 
 
@@ -60,12 +56,12 @@ def preset_labels(method, params, layout=None):
 
 def structure(method, previous, shared_kd=None):
   """What must be equal for two steps to share models and a compiled step:
-  the layer preset, the student's adapter, whether the CE is local and,
-  when distilling, the KD form and the teacher's adapter; whether a
-  penalty is added and SI's path integral tracked; the rehearsal.
-  Method names, eps,
-  T, the penalty's weight and weight aligning (after training) are not
-  part of it.
+  the layer preset, the student's adapter, whether the CE is local, the
+  BatchNorm mode, the method's objective and what its module adds
+  (``Spec.structure``) and, when distilling, the KD form and the teacher's
+  adapter; whether a penalty is added and a running state kept. Method
+  names, eps, T, the penalty's weight and what runs after training are
+  not part of it.
 
   ``shared_kd`` (``shared_kd_programs``, ``StepContext.shared_kd``): a
   plain step that does not distill (C_A, fine-tuning, joint) takes the
@@ -74,19 +70,20 @@ def structure(method, previous, shared_kd=None):
   (``fit``): one compilation serves them all, and the loss, gradients and
   updates are the cross-entropy's alone."""
   base = _base_structure(method, previous)
-  kd = _kd_part(method, previous)
-  if kd is None and shared_kd and plain(method):
-    kd = shared_kd.get(base)
-  return base + (kd,) + (
-      (uses_penalty(method, previous), tracks_path_integral(method))
-      if method.regularizer or method.consolidate else ())
+  kd_part = _kd_part(method, previous)
+  if kd_part is None and shared_kd and plain(method):
+    kd_part = shared_kd.get(base)
+  return base + (kd_part,) + (
+      (uses_penalty(method, previous), running_update(method) is not None)
+      if method.spec.step_input or method.consolidate else ())
 
 
 def _base_structure(method, previous):
+  spec = method.spec
   return (method.layers, method.last_k, method.trainable_regex,
           adapter_dim(method, previous), local_ce(method, previous),
-          method.batch_stats, method.balanced_replay,
-          method.rehearsal if previous is not None else "", method.lucir)
+          method.batch_stats, spec.objective,
+          spec.structure(method) if spec.structure else None)
 
 
 def _kd_part(method, previous):
@@ -96,11 +93,13 @@ def _kd_part(method, previous):
 
 
 def plain(method):
-  """Trains on its batches alone (no replay, memory, penalty or
-  consolidation), so it can share a distilling method's compiled step."""
-  return not (method.replay or method.rehearsal or method.regularizer
-              or method.consolidate or method.memory or method.lucir
-              or method.balanced_replay)
+  """Trains on its batches alone with CE and KD (no rows beside them, no
+  penalty, nothing left for the next step), so it can share a distilling
+  method's compiled step."""
+  spec = method.spec
+  return (spec.objective is kd.objective and spec.rows is None
+          and spec.step_input is None and not method.consolidate
+          and not method.memory)
 
 
 def shared_kd_programs(all_methods):
@@ -118,19 +117,37 @@ def shared_kd_programs(all_methods):
 
 
 def uses_penalty(method, previous):
-  """A regulariser needs a previous model to hold the parameters near."""
-  return bool(method.regularizer) and previous is not None
+  """A penalty holds the parameters near a previous model's."""
+  return method.spec.step_input is not None and previous is not None
 
 
-def tracks_path_integral(method):
-  """SI's importance needs the path integral of the step's own training."""
-  return "si" in method.consolidate
+def running_update(method):
+  """The running state's update of the regulariser among the ones the
+  step leaves whose importance needs one (SI's path integral), or
+  ``None``."""
+  updates = [methods.get(kind).running for kind in method.consolidate
+             if methods.get(kind).running is not None]
+  if len(updates) > 1:
+    raise ValueError(f"{method.consolidate} keep more than one running "
+                     f"state; a step keeps one.")
+  return updates[0] if updates else None
 
 
 def local_ce(method, previous):
   """Local CE needs old classes to leave out: a step from scratch (the
   first, or joint) has none."""
   return previous is not None and method.ce_form == "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildInfo:
+  """What a method's objective is built with (``Spec.objective``): the KD
+  form and T^2 scaling of the structure (its own, or shared), whether the
+  CE is local, the head's path."""
+  kd_form: str
+  kd_t2_scaling: bool
+  local_ce: bool
+  head_path: str
 
 
 def build_models(ctx, method, previous):
@@ -143,9 +160,9 @@ def build_models(ctx, method, previous):
   return ctx.train_steps[key]
 
 
-def _build(ctx, method, previous, kd):
-  """``kd``: the structure's KD part (``_kd_part``; the method's own, or
-  the one it shares), or ``None``."""
+def _build(ctx, method, previous, kd_part):
+  """``kd_part``: the structure's KD part (``_kd_part``; the method's own,
+  or the one it shares), or ``None``."""
   dim = adapter_dim(method, previous)
   params = ctx.abstract(ctx.num_outputs, dim)["params"]
   rules, labels = preset_labels(method, params, ctx.layout)
@@ -155,31 +172,28 @@ def _build(ctx, method, previous, kd):
             else partition.frozen_backbone_layers(params, labels))
   student = ctx.model(ctx.num_outputs, dim, frozen)
   teacher = None
-  if kd is not None:
-    kd_form, kd_t2_scaling, teacher_adapter_dim = kd
+  if kd_part is not None:
+    kd_form, kd_t2_scaling, teacher_adapter_dim = kd_part
     teacher = ctx.model(ctx.num_outputs, teacher_adapter_dim)
   else:
     kd_form, kd_t2_scaling = method.kd_form, method.kd_t2_scaling
+  objective = dataclasses.replace(
+      method.spec.objective(method, BuildInfo(
+          kd_form, kd_t2_scaling, local_ce(method, previous), ctx.head_path)),
+      penalty=uses_penalty(method, previous), running=running_update(method))
   tx = partition.masked_optimizer(optim.make_direction(ctx.config.optim),
                                   labels)
   train_step = ts.make_train_step(
       student.apply, teacher.apply if teacher is not None else None, tx,
-      kd_form, kd_t2_scaling, partition.rule_labeler(rules),
+      objective, partition.rule_labeler(rules),
       learning_rate_fn=functools.partial(optim.learning_rate,
                                          ctx.config.optim),
-      new_rows=method.layers == "new_rows",
-      local_ce=local_ce(method, previous), head_path=ctx.head_path,
-      balanced_replay=method.balanced_replay,
-      penalty=uses_penalty(method, previous),
-      path_integral=tracks_path_integral(method),
-      rehearsal=method.rehearsal if previous is not None else "",
-      mixed_batch_stats=method.mixed_batch_stats,
-      lucir=method.lucir,
+      new_rows=method.layers == "new_rows", head_path=ctx.head_path,
       # Only TensorBoard reads it; the same on every process, so multi-host
       # runs keep one program.
       grad_norm=bool(ctx.config.outputs.tensorboard))
   teacher_logits_fn = None
-  if teacher is not None and method.rehearsal != "lucir":  # needs features
+  if teacher is not None and objective.teacher_logits:
     teacher_logits_fn = jax.jit(functools.partial(teacher.apply, train=False))
   return StepModels(student, teacher, rules, labels, dim, tx, train_step,
                     teacher_logits_fn)
@@ -188,96 +202,29 @@ def _build(ctx, method, previous, kd):
 def make_members(ctx, t, jobs, models):
   """One ``fit.Member`` per job: the previous model with its new classes'
   head columns from the run's initialisation (or that initialisation from
-  scratch), its eps for this step and its teacher, or for a regularisation
-  method its penalty's anchor and weighted importance."""
+  scratch), its eps for this step and its teacher, or the step input its
+  method gives in the teacher's place (a penalty's anchor and weighted
+  importance)."""
   init_variables = ctx.init_variables(models.adapter_dim)
   members = []
   for job in jobs:
     variables, eps, teacher_variables = init_variables, 0.0, None
-    if job.previous is not None:
-      variables = expand_variables(job.previous.variables, init_variables,
+    method, previous = job.method, job.previous
+    if previous is not None:
+      variables = expand_variables(previous.variables, init_variables,
                                    ctx.num_old(t), ctx.head_path)
-      if job.method.distills:
-        eps = job.method.eps_for(ctx.num_old(t), len(ctx.groups[t]))
-        teacher_variables = job.previous.variables
+      if method.distills:
+        eps = method.eps_for(ctx.num_old(t), len(ctx.groups[t]))
+        teacher_variables = previous.variables
     members.append(fit.Member(
         variables=variables, eps=eps,
-        replay_weight=job.method.replay_weight if uses_replay(
-            job.method, job.previous) else 0.0,
-        kd_temperature=job.method.kd_temperature,
+        replay_weight=method.replay_weight if previous is not None else 0.0,
+        kd_temperature=method.kd_temperature,
         teacher_variables=teacher_variables,
-        penalty=regularizers.weighted(
-            job.previous.penalty[job.method.regularizer],
-            job.method.penalty_weight)
-        if uses_penalty(job.method, job.previous) else None,
-        path_integral=tracks_path_integral(job.method),
+        penalty=method.spec.step_input(method, previous)
+        if uses_penalty(method, previous) else None,
+        running=running_update(method) is not None,
         checkpoint_dir=os.path.join(job.step_dir, "checkpoints"),
-        name=f"{job.method.name} step {t}" + (
+        name=f"{method.name} step {t}" + (
             f" [{job.run_name}]" if job.run_name else "")))
   return members
-
-
-def uses_replay(method, previous):
-  """Replay needs old classes and a model that knew them."""
-  return method.replay is not None and previous is not None
-
-
-def memory_sets(ctx, t, jobs, models):
-  """Per job, the exemplar memory rows of its previous model
-  (``exemplars.replay_set``, with the teacher's logits for iCaRL), or
-  ``None`` for all when the method does not rehearse."""
-  method = jobs[0].method
-  if not method.rehearsal or jobs[0].previous is None:
-    return None
-  with timer.section("exemplars"):
-    return [exemplars.replay_set(
-        ctx, training_memory(ctx, t, job), ctx.num_old(t),
-        models.teacher_logits_fn if method.distills else None,
-        job.previous.variables) for job in jobs]
-
-
-def training_memory(ctx, t, job):
-  """The memory rows a step trains on: all of them, but for ``bic`` its
-  held-out part (``exemplars.held_out``)."""
-  if job.method.rehearsal == "bic":
-    return exemplars.held_out(ctx, t, job.previous.memory)[0]
-  return job.previous.memory
-
-
-def replay_sets(ctx, t, jobs, key):
-  """Per job, the synthetic old-class set of its previous model
-  (``inversion.synthesize`` or ``generator.synthesize``), or ``None``
-  for all without replay. Jobs
-  with the same previous model share one set; sets are cached in ``ctx``
-  for the step's head fine-tune."""
-  method = jobs[0].method
-  if not uses_replay(method, jobs[0].previous):
-    return None
-  sets = []
-  for job in jobs:
-    cache_key = (t, id(job.previous), method.replay)
-    if cache_key not in ctx.replays:
-      for old in [k for k in ctx.replays if k[0] != t]:
-        del ctx.replays[old]  # an earlier step's set is not used again
-      previous = job.previous
-      teacher = ctx.model(ctx.num_outputs, previous.adapter_dim)
-      synthesize = (generator.synthesize
-                    if isinstance(method.replay, generator.Settings)
-                    else inversion.synthesize)
-      with timer.section("replay_synthesis"):
-        replay = synthesize(
-            teacher.apply, previous.variables, ctx.num_old(t),
-            ctx.dataset.input_shape, key, method.replay, ctx.devices)
-      print(f"{method.name} step {t}: synthesised {len(replay['image'])} "
-            f"old-class inputs, teacher confidence "
-            f"{replay['stats']['teacher_confidence']:.3f}, target hit "
-            f"{replay['stats']['target_hit']:.3f}, BN-statistics loss "
-            f"{replay['stats']['final_bn']:.3f}", flush=True)
-      ctx.replays[cache_key] = replay
-    if jax.process_index() == 0:
-      os.makedirs(job.step_dir, exist_ok=True)
-      replay_grid.write(os.path.join(job.step_dir, "replay_samples.png"),
-                        ctx.replays[cache_key], ctx.order[:ctx.num_old(t)],
-                        ctx.dataset.mean, ctx.dataset.std)
-    sets.append(ctx.replays[cache_key])
-  return sets

@@ -3,22 +3,13 @@
   python -m cil_jax.main --config configs/add_classes.py --workdir DIR \
       --config.teacher.checkpoint=PATH --config.classes.groups="((8, 9),)"
 
-PATH is a cil_jax classifier (one orbax checkpoint: ``variables/`` and
-``metadata/metadata``);
-every finished step of a run writes one, e.g.
-``<workdir>/base/step_0/classifier``. The teacher's classes come from its
-metadata; ``classes.groups`` lists only the new groups. ``config.model``
-must describe the teacher's architecture.
+Its values and their meaning live in the package
+(cil_jax/configs/add_classes.py), so that an installed wheel has them too
+(``cil_jax.api.add_classes`` builds on them); this file keeps the path.
 """
 
-from cil_jax import config_files
-
-default = config_files.sibling(__file__, "default")
+from cil_jax.configs import add_classes
 
 
 def get_config():
-  config = default.get_config()
-  config.teacher.checkpoint = ""  # required: --config.teacher.checkpoint=PATH
-  config.classes.groups = ((5, 6, 7, 8, 9),)
-  config.methods = "eps_kd,finetune"
-  return config
+  return add_classes.get_config()

@@ -8,11 +8,11 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
-from cil_jax import config_files
 from cil_jax import optim
 from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import train_step as ts
+from cil_jax.configs import default
 from cil_jax.data import device_split
 from cil_jax.data import train_data
 from cil_jax.models import abstract_variables
@@ -41,7 +41,7 @@ class Setup:
 
   def __init__(self, name):
     overrides, self.image_shape = MODELS[name]
-    config = config_files.from_checkout("default").get_config()
+    config = default.get_config()
     config.model.update(overrides)
     self.student = build_model(config.model, NUM_CLASSES)
     self.teacher = build_model(config.model, NUM_OLD)

@@ -201,12 +201,13 @@ class DeviceTrainData:
 
 def without_rows(data, rows):
   """A copy of device-resident ``data`` that never trains on the split's
-  ``rows`` (BiC's held-out examples); one process only."""
+  ``rows`` (a method's held-out examples, ``Spec.train_rows``); one
+  process only."""
   if data.mode != "device" or jax.process_count() > 1:
     raise ValueError(
         "Holding training rows out needs the training split on the "
         "devices of one process; set config.dataset.placement='device' "
-        "or drop bic from config.methods.")
+        "or drop the method that holds rows out from config.methods.")
   data = copy.copy(data)
   data.rows = np.setdiff1d(data.rows, rows).astype(np.int32)
   data.num_examples = data.global_examples = len(data.rows)

@@ -9,7 +9,8 @@ from their checkpoints. A failing run does not stop the others; failures
 are listed at the end (and in ``DIR/failures.json``) with their errors.
 Then ``python -m cil_jax.sweep.aggregate --workdir DIR`` tabulates them.
 
-Runs that differ only in ``eps_kd.*``, ``df_replay.*`` and ``methods`` form
+Runs that differ only in member keys (``methods``, ``eps_kd.*``,
+``df_replay.*``: ``overrides.is_member_key``) form
 a group, run as one process (``--grouping``: ``vmap`` on accelerators,
 ``serial`` on CPU,
 ``none`` for a process per run); groups are split to give every worker one.
@@ -37,7 +38,8 @@ _CPUS = flags.DEFINE_float("cpus_per_run", 1, "Ray: CPUs per run.")
 _GPUS = flags.DEFINE_float("gpus_per_run", 0, "Ray: GPUs per run.")
 _GROUPING = flags.DEFINE_enum(
     "grouping", "auto", ["auto", "vmap", "serial", "none"],
-    "Runs differing only in eps_kd.*, df_replay.* and methods share one "
+    "Runs differing only in member keys (methods, eps_kd.*, df_replay.*) "
+    "share one "
     "process: vmap (members in one program), serial (in turn), none (a "
     "process per run); "
     "auto = vmap on GPU/TPU, serial on CPU.")

@@ -1,7 +1,7 @@
 """Runs into tasks, the unit a worker executes, and executing one.
 
-Runs that differ only in member keys (``eps_kd.*``, ``df_replay.*``,
-``methods``) form a *group*, run as one ``cil_jax.main --members`` process
+Runs that differ only in member keys (``overrides.is_member_key``:
+``methods`` and e.g. ``eps_kd.*``, ``df_replay.*``) form a *group*, run as one ``cil_jax.main --members`` process
 that trains C_A once
 and shares data and compiled steps. Should a group fail, its unfinished
 runs are retried one by one, resuming from the group's checkpoints, so one

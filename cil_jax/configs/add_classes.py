@@ -1,0 +1,23 @@
+"""Add classes to a classifier someone else trained, without its data.
+
+  python -m cil_jax.main --config configs/add_classes.py --workdir DIR \
+      --config.teacher.checkpoint=PATH --config.classes.groups="((8, 9),)"
+
+PATH is a cil_jax classifier (one orbax checkpoint: ``variables/`` and
+``metadata/metadata``);
+every finished step of a run writes one, e.g.
+``<workdir>/base/step_0/classifier``. The teacher's classes come from its
+metadata; ``classes.groups`` lists only the new groups. ``config.model``
+must describe the teacher's architecture. ``configs/add_classes.py`` of the
+repository returns this config.
+"""
+
+from cil_jax.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.teacher.checkpoint = ""  # required: --config.teacher.checkpoint=PATH
+  config.classes.groups = ((5, 6, 7, 8, 9),)
+  config.methods = "eps_kd,finetune"
+  return config
