@@ -35,6 +35,7 @@ from cil_jax import step_outputs
 # Named *_config: add_classes is also this module's function.
 from cil_jax.configs import add_classes as add_classes_config
 from cil_jax.configs import default as default_config
+from cil_jax.data import arrays
 from cil_jax.data import source as data_source
 # The run the CLI goes through (``train`` names add_classes' data here).
 from cil_jax.train import run as train_run
@@ -58,8 +59,7 @@ class Classifier:
     images = np.asarray(images)
     mean, std = input_spec.raw_mean_std(self.metadata["input"],
                                         self.pixel_max, images.shape[-1])
-    inputs = ((images.astype(np.float32) - np.float32(mean))
-              / np.float32(std))
+    inputs = arrays.standardize(images, mean, std)
     return np.asarray(jax.jit(lambda v, x: self.apply(v, x, train=False))(
         self.variables, jnp.asarray(inputs)))
 

@@ -23,6 +23,7 @@ from cil_jax import features as feature_lib
 from cil_jax import jsonio
 from cil_jax import memory as memory_lib
 from cil_jax import timer
+from cil_jax.data import arrays
 from cil_jax.data import batches
 
 MEMORY_FILE = "memory.json"
@@ -74,10 +75,8 @@ def after_step(ctx, t, previous, model, variables):
 
 def normalised(ctx, images, rows):
   """Float32 images of ``rows``, as the pipeline normalises them."""
-  info = ctx.source.info
-  return ((images[rows].astype(np.float32) - np.asarray(info.mean,
-                                                        np.float32))
-          / np.asarray(info.std, np.float32))
+  return arrays.standardize(images[rows], ctx.source.info.mean,
+                            ctx.source.info.std)
 
 
 def features_of(model, variables, images):
@@ -87,17 +86,11 @@ def features_of(model, variables, images):
 
 
 def _in_chunks(fn, variables, images):
-  """``fn(variables, images)`` a ``_CHUNK`` of rows at a time, the last
-  chunk zero-padded: one shape, one compile."""
-  out = []
-  for start in range(0, len(images), _CHUNK):
-    part = images[start:start + _CHUNK]
-    pad = _CHUNK - len(part)
-    if pad:
-      part = np.concatenate([part, np.zeros((pad, *part.shape[1:]),
-                                            part.dtype)])
-    out.append(np.asarray(fn(variables, part))[:_CHUNK - pad])
-  return np.concatenate(out)
+  """``fn(variables, images)`` a ``_CHUNK`` of rows at a time (one shape,
+  one compile)."""
+  return arrays.apply_in_chunks(fn, variables, len(images),
+                                lambda start, stop: images[start:stop],
+                                _CHUNK)
 
 
 @functools.lru_cache(maxsize=None)

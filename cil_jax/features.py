@@ -1,5 +1,5 @@
 """Penultimate features and the classifier on them that several methods
-share: the head's input (``features``), its L2 normalisation, per-class
+share: the head's input (``features``), per-class
 means and the nearest-class-mean classifier (iCaRL's NME; herding's
 exemplar selection and LUCIR's less-forget constraint read the same
 features).
@@ -7,6 +7,8 @@ features).
 
 import jax
 import jax.numpy as jnp
+
+from cil_jax.models.layers import l2_normalize
 
 
 def features(apply_fn, variables, images):
@@ -31,24 +33,19 @@ def captured_features(state):
   return captured.get("adapter", captured["backbone"])["__call__"][0]
 
 
-def normalize(rows):
-  return rows / jnp.maximum(jnp.linalg.norm(rows, axis=-1, keepdims=True),
-                            1e-12)
-
-
 def class_means(features, labels, num_classes):
   """``[num_classes, d]``: per class, the mean of its rows' L2-normalised
   ``features``, normalised again (iCaRL's class mean of exemplars); zero
   for a class without rows."""
   one_hot = jax.nn.one_hot(labels, num_classes)
-  sums = one_hot.T @ normalize(features)
-  return normalize(sums / jnp.maximum(one_hot.sum(0)[:, None], 1.0))
+  sums = one_hot.T @ l2_normalize(features)
+  return l2_normalize(sums / jnp.maximum(one_hot.sum(0)[:, None], 1.0))
 
 
 def nme_predict(features, means, num_seen):
   """The position of the nearest class mean (Euclidean, among the first
   ``num_seen``) to each L2-normalised feature row."""
-  distances = jnp.sum(jnp.square(normalize(features)[:, None, :]
+  distances = jnp.sum(jnp.square(l2_normalize(features)[:, None, :]
                                  - means[None]), axis=-1)
   seen = jnp.arange(means.shape[0]) < num_seen
   return jnp.argmin(jnp.where(seen, distances, jnp.inf), axis=-1)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cil_jax import parallel
+from cil_jax.data import arrays
 from cil_jax.data import augment as augment_lib
 
 # Rows per teacher forward pass when precomputing its logits: one shape,
@@ -46,7 +47,7 @@ class DeviceSplit:
 
   def normalised(self, rows):
     """Host float32 images of ``rows``, as the step normalises them."""
-    return (self.image[rows].astype(np.float32) - self.mean) / self.std
+    return arrays.standardize(self.image[rows], self.mean, self.std)
 
   def teacher_logits(self, logits_fn, teacher_variables, rows, devices):
     """``resident`` plus ``teacher_logits`` ``[examples, outputs]``: the
@@ -56,17 +57,12 @@ class DeviceSplit:
     change, so a step gathers them instead of running the teacher per batch.
     ``logits_fn(variables, images)`` is a jitted inference forward pass.
     """
-    chunks = []
-    for start in range(0, len(rows), _TEACHER_CHUNK):
-      part = rows[start:start + _TEACHER_CHUNK]
-      images = self.normalised(part)
-      pad = _TEACHER_CHUNK - len(part)
-      if pad:
-        images = np.concatenate(
-            [images, np.zeros((pad, *images.shape[1:]), np.float32)])
-      chunks.append(np.asarray(logits_fn(teacher_variables,
-                                         images))[:len(part)])
-    logits = np.concatenate(chunks) if chunks else np.zeros((0, 0))
+    logits = arrays.apply_in_chunks(
+        logits_fn, teacher_variables, len(rows),
+        lambda start, stop: self.normalised(rows[start:stop]),
+        _TEACHER_CHUNK)
+    if logits is None:
+      logits = np.zeros((0, 0))
     table = np.zeros((len(self.label), logits.shape[-1]), np.float32)
     table[rows] = logits
     return dict(self.resident, teacher_logits=parallel.replicate(table,

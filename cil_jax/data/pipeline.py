@@ -16,6 +16,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from cil_jax.data import arrays
 from cil_jax.data import batches
 
 
@@ -35,15 +36,12 @@ def filtered(source, which, class_ids, mapping):
   images normalised with the train statistics: ``Examples`` if the split
   is in memory, else a cached tf.data.Dataset of the same dicts."""
   info = source.info
-  arrays = source.arrays(which)
-  if arrays is None:
+  split = source.arrays(which)
+  if split is None:
     return _streamed(source.split(which), info, class_ids, mapping)
-  images, labels = arrays
+  images, labels = split
   keep = np.isin(labels, np.asarray(class_ids))
-  # The same float32 arithmetic as the tf.data path.
-  images = ((images[keep].astype(np.float32)
-             - np.asarray(info.mean, np.float32))
-            / np.asarray(info.std, np.float32))
+  images = arrays.standardize(images[keep], info.mean, info.std)
   return Examples(image=images,
                   label=np.asarray(mapping, np.int32)[labels[keep]])
 

@@ -25,6 +25,7 @@ from cil_jax import losses
 from cil_jax.methods import spec as spec_lib
 from cil_jax.methods.shared import rows
 from cil_jax.models.layers import cosine
+from cil_jax.models.layers import l2_normalize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +45,8 @@ def settings_from(c):
 
 
 def _normalize(features):
-  """``features.normalize`` in float32 (features may be bfloat16)."""
-  return feature_lib.normalize(jnp.asarray(features, jnp.float32))
+  """``l2_normalize`` in float32 (features may be bfloat16)."""
+  return l2_normalize(jnp.asarray(features, jnp.float32))
 
 
 def less_forget(features, old_features):

@@ -76,14 +76,16 @@ class CosineHead(nn.Module):
     return scale * cosine(features, kernel, self.dtype)
 
 
+def l2_normalize(x, axis=-1):
+  """``x`` scaled to unit L2 norm along ``axis`` (a zero vector stays
+  zero)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
+
+
 def cosine(features, kernel, dtype=jnp.float32):
   """``[rows, classes]`` cosines of each feature row and kernel column."""
-  rows = jnp.asarray(features, jnp.float32)
-  kernel = jnp.asarray(kernel, jnp.float32)
-  rows = rows / jnp.maximum(jnp.linalg.norm(rows, axis=-1, keepdims=True),
-                            1e-12)
-  kernel = kernel / jnp.maximum(
-      jnp.linalg.norm(kernel, axis=0, keepdims=True), 1e-12)
+  rows = l2_normalize(jnp.asarray(features, jnp.float32))
+  kernel = l2_normalize(jnp.asarray(kernel, jnp.float32), axis=0)
   return jnp.dot(rows.astype(dtype), kernel.astype(dtype))
 
 
