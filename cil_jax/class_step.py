@@ -244,7 +244,7 @@ def _save_and_evaluate(ctx, t, job, member, variables, models, training):
     logits = {f"logits_{k}": record[k] for k in ("acc_all", "acc_old",
                                                   "acc_new")}
     record.update(spec.classify(ctx, t, variables, models, memory),
-                  classifier=spec.name, **logits)
+                  **logits)
   step_outputs.write_record(job.step_dir, record)
   # The step's checkpoints and those of what ran after its fit.
   for directory in [member.checkpoint_dir,

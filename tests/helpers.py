@@ -1,7 +1,12 @@
-"""Small configs for end-to-end tests."""
+"""Small configs for end-to-end tests, and train-step objectives for unit
+tests of the step."""
+
+import dataclasses
 
 from cil_jax import config_files
 from cil_jax import overrides as config_overrides
+from cil_jax.methods import spec
+from cil_jax.methods.shared import kd
 
 default = config_files.from_checkout("default")
 
@@ -28,3 +33,16 @@ def tiny_model_config(name, **overrides):
   for key, value in overrides.items():
     config[key] = value
   return config
+
+
+def objective_for(method=None, kd_form="full", kd_t2_scaling=False,
+                  local_ce=False, head_path="head", **replace):
+  """The ``methods.spec.Objective`` that ``train_step.make_train_step``
+  takes: ``method``'s (its spec's ``objective``), or without one the plain
+  CE + KD of ``methods.shared.kd``, built with the KD form, T^2 scaling,
+  local CE and head path given; ``replace``: fields of the objective to
+  set (``penalty``, ``running``, ``transform``)."""
+  build = spec.BuildInfo(kd_form, kd_t2_scaling, local_ce, head_path)
+  objective = (kd.objective(None, build) if method is None
+               else method.spec.objective(method, build))
+  return dataclasses.replace(objective, **replace)

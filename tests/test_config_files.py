@@ -1,6 +1,8 @@
 """Config files loaded by path, and overrides applied to a config."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -9,6 +11,8 @@ import pytest
 
 from cil_jax import config_files
 from cil_jax import overrides
+from cil_jax.configs import add_classes
+from cil_jax.configs import default
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,3 +71,49 @@ def test_overrides_set_nested_keys_and_name_bad_ones():
                       "type")]:
     with pytest.raises(ValueError, match=words):
       overrides.apply(config, bad)
+
+
+def test_packaged_configs_are_what_the_checkout_files_return():
+  for name, packaged in (("default", default), ("add_classes", add_classes)):
+    assert (packaged.get_config().to_dict()
+            == config_files.from_checkout(name).get_config().to_dict()), name
+
+
+# Run beside a copy of the package alone, as an installed wheel lays it out.
+_WITHOUT_CHECKOUT = """
+import json, sys
+from absl import flags
+import cil_jax.main
+from cil_jax import config_files
+from cil_jax.configs import add_classes
+try:
+  config_files.from_checkout("default")
+  sys.exit("found a checkout's configs/")
+except FileNotFoundError:
+  pass
+flags.FLAGS(sys.argv)
+print(json.dumps({
+    "main": cil_jax.main.__file__,
+    "default_file": cil_jax.main.DEFAULT_CONFIG,
+    "config": json.loads(cil_jax.main._CONFIG.value.to_json()),
+    "add_classes": json.loads(add_classes.get_config().to_json())}))
+"""
+
+
+def test_packaged_configs_and_main_default_need_no_checkout(tmp_path):
+  shutil.copytree(os.path.join(ROOT, "cil_jax"), tmp_path / "cil_jax",
+                  ignore=shutil.ignore_patterns("__pycache__"))
+  # No --config: cil_jax.main takes the packaged default, overrides applied.
+  out = subprocess.run(
+      [sys.executable, "-c", _WITHOUT_CHECKOUT, "--workdir", "w",
+       "--config.seed=3"], cwd=tmp_path, capture_output=True, text=True,
+      check=True)
+  got = json.loads(out.stdout.splitlines()[-1])
+  assert got["main"] == str(tmp_path / "cil_jax" / "main.py")
+  assert got["default_file"] == str(tmp_path / "cil_jax" / "configs" /
+                                    "default.py")
+  want = config_files.from_checkout("default").get_config()
+  want.seed = 3
+  assert got["config"] == json.loads(want.to_json())
+  assert got["add_classes"] == json.loads(
+      config_files.from_checkout("add_classes").get_config().to_json())

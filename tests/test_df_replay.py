@@ -15,6 +15,7 @@ from cil_jax import api
 from cil_jax import methods
 from cil_jax import train
 from cil_jax.data import digits
+from cil_jax.methods import spec
 from tests.helpers import small_config
 
 
@@ -96,9 +97,9 @@ def test_auto_batch_stats_freeze_only_when_few_classes_are_added():
            (2, 2): "train", (4, 2): "train", (6, 2): "train",
            (8, 2): "frozen"}
   for (old, new), want in steps.items():
-    assert methods.batch_stats_for("auto", old, new) == want, (old, new)
-  assert methods.batch_stats_for("mixed", 9, 1) == "mixed"
-  method = methods.Method("df_replay", 0.5, batch_stats="auto")
+    assert spec.batch_stats_for("auto", old, new) == want, (old, new)
+  assert spec.batch_stats_for("mixed", 9, 1) == "mixed"
+  method = methods.Method(methods.get("df_replay"), 0.5, batch_stats="auto")
   assert methods.at_step(method, 8, 2).freeze_batch_stats
   assert not methods.at_step(method, 5, 5).freeze_batch_stats
 

@@ -9,11 +9,14 @@ import optax
 import pytest
 
 from cil_jax import inversion
+from cil_jax import methods
 from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import train_step as ts
 from cil_jax.data import replay as replay_lib
+from cil_jax.methods import df_replay
 from cil_jax.models import build_model
+from tests.helpers import objective_for
 from tests.helpers import tiny_model_config
 
 
@@ -122,6 +125,17 @@ def test_replay_rows_are_drawn_from_the_set_by_data_order_and_device():
   assert not np.array_equal(np.asarray(later["replay_image"])[..., 0], rows)
 
 
+def _replay_objective(balanced_replay="", mixed_batch_stats=False):
+  """df_replay's objective with local CE: on the batch plus the replay
+  rows, its BatchNorm statistics from both with ``mixed_batch_stats``, or
+  the head fine-tune's class-balanced loss (``balanced_replay``)."""
+  method = methods.Method(
+      methods.get("df_replay"), 0.5,
+      batch_stats="mixed" if mixed_batch_stats else "train",
+      settings=df_replay.Settings(balanced=balanced_replay))
+  return objective_for(method, local_ce=True)
+
+
 def _one_step(balanced_replay="", replay_weight=0.0, eps=0.5):
   """One step of a tiny plain MLP on a batch with replay rows; returns the
   step's metrics and the logits needed to recompute its loss by hand."""
@@ -137,9 +151,8 @@ def _one_step(balanced_replay="", replay_weight=0.0, eps=0.5):
            "replay_logits": replay_logits}
   tx = optax.sgd(0.0)
   step = ts.make_train_step(
-      model.apply, None, tx, "full", False,
-      partition.rule_labeler([(".*", partition.TRAINABLE)]),
-      local_ce=True, balanced_replay=balanced_replay)
+      model.apply, None, tx, _replay_objective(balanced_replay),
+      partition.rule_labeler([(".*", partition.TRAINABLE)]))
   state = ts.create_state(variables, tx, eps, 2.0, num_old=2, num_seen=4,
                           replay_weight=replay_weight)
   pmapped = jax.pmap(step, axis_name=parallel.BATCH_AXIS,
@@ -193,7 +206,7 @@ def test_balanced_head_loss_weighs_old_and_new_classes_alike(targets):
 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_mixed_batch_stats_follow_real_and_synthetic_rows_together(mixed):
-  """One step of a BatchNorm MLP: with ``mixed_batch_stats`` the running
+  """One step of a BatchNorm MLP: with ``batch_stats="mixed"`` the running
   averages move towards the statistics of the 4 real and 3 synthetic rows
   together (flax: 0.9 * old + 0.1 * batch mean, biased variance), else of
   the real rows alone."""
@@ -208,9 +221,8 @@ def test_mixed_batch_stats_follow_real_and_synthetic_rows_together(mixed):
            "replay_logits": np.zeros((3, 4), np.float32)}
   tx = optax.sgd(0.0)
   step = ts.make_train_step(
-      model.apply, None, tx, "full", False,
-      partition.rule_labeler([(".*", partition.TRAINABLE)]),
-      local_ce=True, mixed_batch_stats=mixed)
+      model.apply, None, tx, _replay_objective(mixed_batch_stats=mixed),
+      partition.rule_labeler([(".*", partition.TRAINABLE)]))
   state = ts.create_state(variables, tx, 0.5, 2.0, num_old=2, num_seen=4,
                           replay_weight=1.0)
   devices = jax.local_devices()[:1]

@@ -12,7 +12,7 @@ from cil_jax import partition
 from cil_jax import train_step as ts
 from cil_jax.bench.setup import random_variables
 from cil_jax.models import build_model
-from tests.helpers import small_config, tiny_model_config
+from tests.helpers import objective_for, small_config, tiny_model_config
 
 NUM_OLD, NUM_SEEN, WIDTH = 3, 6, 8  # two unseen columns stay masked
 IMAGE_SHAPE = (4, 4, 1)
@@ -25,8 +25,9 @@ def _one_step(local_ce, eps):
   rules = partition.preset_rules("all", params)
   tx = partition.masked_optimizer(optax.sgd(0.5, momentum=0.9),
                                   partition.trainable_labels(params, rules))
-  step = ts.make_train_step(model.apply, model.apply, tx, "full", False,
-                            partition.rule_labeler(rules), local_ce=local_ce)
+  step = ts.make_train_step(model.apply, model.apply, tx,
+                            objective_for(local_ce=local_ce),
+                            partition.rule_labeler(rules))
   state = ts.create_state(variables, tx, eps, 2.0, NUM_OLD, NUM_SEEN)
   rng = np.random.default_rng(1)
   batch = {"image": rng.normal(size=(16, *IMAGE_SHAPE)).astype(np.float32),

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from cil_jax import api
-from cil_jax import lucir
 from cil_jax import partition
 from cil_jax import step_outputs
 from cil_jax import train
+from cil_jax.methods import lucir
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
 from cil_jax.models.expand import resize_head

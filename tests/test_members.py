@@ -18,6 +18,7 @@ from cil_jax import train_step as ts
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
 from cil_jax import config_files
+from tests.helpers import objective_for
 
 default = config_files.from_checkout("default")
 
@@ -61,7 +62,7 @@ class Sweep:
 
   def per_device_step(self, tx):
     return ts.make_train_step(
-        self.student.apply, self.teacher.apply, tx, "full", False,
+        self.student.apply, self.teacher.apply, tx, objective_for(),
         partition.rule_labeler(self.rules))
 
 

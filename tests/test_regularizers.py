@@ -13,15 +13,18 @@ import optax
 import pytest
 
 from cil_jax import checkpoint
-from cil_jax import consolidation
 from cil_jax import fit
 from cil_jax import parallel
 from cil_jax import partition
-from cil_jax import regularizers
 from cil_jax import train
 from cil_jax import train_step as ts
 from cil_jax.data import pipeline
+from cil_jax.methods import ewc
+from cil_jax.methods import mas
+from cil_jax.methods import si
+from cil_jax.methods.shared import penalties
 from cil_jax.models import build_model
+from tests.helpers import objective_for
 from tests.helpers import small_config
 from tests.helpers import tiny_model_config
 
@@ -46,38 +49,38 @@ def test_penalty_is_the_importance_weighted_squared_distance():
   anchor = {"a": jnp.array([0.0, 2.0]), "b": jnp.array([[1.0]])}
   importance = {"a": jnp.array([2.0, 5.0]), "b": jnp.array([[0.5]])}
   # 2 * 1^2 + 5 * 0^2 + 0.5 * 2^2
-  assert float(regularizers.penalty(params, anchor, importance)) == 4.0
-  weighted = regularizers.weighted({"anchor": anchor,
-                                    "importance": importance}, 10.0)
-  assert float(regularizers.penalty(params, **weighted)) == 40.0
+  assert float(penalties.penalty(params, anchor, importance)) == 4.0
+  weighted = penalties.weighted({"anchor": anchor,
+                                 "importance": importance}, 10.0)
+  assert float(penalties.penalty(params, **weighted)) == 40.0
 
 
 def test_ewc_merges_its_penalties_into_one_anchor_exactly():
   previous = {"anchor": {"w": jnp.array([0.0, 5.0])},
               "importance": {"w": jnp.array([1.0, 0.0])}}
   fisher, params = {"w": jnp.array([3.0, 2.0])}, {"w": jnp.array([4.0, 1.0])}
-  merged = regularizers.combine(previous, fisher, params, merge_anchors=True)
+  merged = penalties.combine(previous, fisher, params, merge_anchors=True)
   np.testing.assert_allclose(merged["importance"]["w"], [4.0, 2.0])
   # (1*0 + 3*4) / 4 and (0*5 + 2*1) / 2
   np.testing.assert_allclose(merged["anchor"]["w"], [3.0, 1.0])
   # sum_k F_k (theta - theta_k)^2 differs from the merged penalty by a
   # constant: equal differences between two points.
   def separate(theta):
-    return (regularizers.penalty(theta, previous["anchor"],
-                                 previous["importance"])
-            + regularizers.penalty(theta, params, fisher))
+    return (penalties.penalty(theta, previous["anchor"],
+                              previous["importance"])
+            + penalties.penalty(theta, params, fisher))
   a, b = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([7.0, 3.0])}
   np.testing.assert_allclose(
       separate(a) - separate(b),
-      regularizers.penalty(a, **merged) - regularizers.penalty(b, **merged),
+      penalties.penalty(a, **merged) - penalties.penalty(b, **merged),
       rtol=1e-6)
   # A denormal importance (flushed to zero on XLA's CPU) holds nothing:
   # the anchor is the new parameters, not 0 / 0.
   tiny_previous = dict(previous, importance={"w": jnp.array([1e-40, 0.0])})
-  merged = regularizers.combine(tiny_previous, {"w": jnp.zeros(2)}, params,
-                                merge_anchors=True)
+  merged = penalties.combine(tiny_previous, {"w": jnp.zeros(2)}, params,
+                             merge_anchors=True)
   np.testing.assert_array_equal(merged["anchor"]["w"], [4.0, 1.0])
-  online = regularizers.combine(previous, fisher, params, decay=0.5)
+  online = penalties.combine(previous, fisher, params, decay=0.5)
   np.testing.assert_allclose(online["importance"]["w"], [3.5, 2.0])
   np.testing.assert_allclose(online["anchor"]["w"], [4.0, 1.0])
 
@@ -85,8 +88,8 @@ def test_ewc_merges_its_penalties_into_one_anchor_exactly():
 def test_mas_importance_is_the_mean_absolute_gradient_of_the_norm():
   # f = x W + b over the 2 seen outputs: x1 -> (1, 5), x2 -> (-1, 1);
   # d||f||^2/dW_ij = 2 x_i f_j, d/db_j = 2 f_j; the unseen column: 0.
-  got = consolidation.mean_importance(
-      "mas", Linear().apply, LINEAR, pipeline.Examples(
+  got = penalties.mean_importance(
+      mas.EXAMPLE, Linear().apply, LINEAR, pipeline.Examples(
           X, np.zeros(2, np.int32)), num_seen=2, batch_size=4)
   np.testing.assert_allclose(got["head"]["kernel"],
                              [[2.0, 6.0, 0.0], [2.0, 10.0, 0.0]], rtol=1e-6)
@@ -96,8 +99,8 @@ def test_mas_importance_is_the_mean_absolute_gradient_of_the_norm():
 def test_ewc_importance_is_the_fisher_of_the_predicted_label():
   # d log p_y / dW_ij = x_i (1[j = y] - p_j), y the prediction among the 2
   # seen classes; batch size 1 sums over batches.
-  got = consolidation.mean_importance(
-      "ewc", Linear().apply, LINEAR, pipeline.Examples(
+  got = penalties.mean_importance(
+      ewc.EXAMPLE, Linear().apply, LINEAR, pipeline.Examples(
           X, np.zeros(2, np.int32)), num_seen=2, batch_size=1)
   kernel, bias = np.zeros((2, 3)), np.zeros(3)
   for x in X:
@@ -120,11 +123,11 @@ def test_si_path_integral_on_a_one_parameter_quadratic():
     grads = jax.grad(lambda p: p["w"] ** 2 / 2)(theta)
     updates, opt_state = tx.update(grads, opt_state)
     new = optax.apply_updates(theta, updates)
-    omega = regularizers.path_integral_step(omega, grads, theta, new)
+    omega = si.path_integral_step(omega, grads, theta, new)
     theta = new
   assert float(theta["w"]) == 0.125
   assert float(omega["w"]) == 0.65625
-  importance = regularizers.si_importance(omega, {"w": 1.0}, theta, 0.1)
+  importance = si.si_importance(omega, {"w": 1.0}, theta, 0.1)
   np.testing.assert_allclose(importance["w"], 0.65625 / (0.875 ** 2 + 0.1))
 
 
@@ -145,14 +148,15 @@ def _train(model, variables, batches, tx, penalty_input, path_integral):
   """Steps of the pmapped step on 2 devices; returns the host state."""
   tx = _masked(tx, variables)
   step = ts.make_train_step(
-      model.apply, None, tx, "full", False,
-      partition.rule_labeler([(".*", partition.TRAINABLE)]),
-      penalty=penalty_input is not None, path_integral=path_integral)
+      model.apply, None, tx, objective_for(
+          penalty=penalty_input is not None,
+          running=si.path_integral_step if path_integral else None),
+      partition.rule_labeler([(".*", partition.TRAINABLE)]))
   devices = jax.local_devices()[:2]
   step_fn = ts.pmap_train_step(step, lambda resident, feed: feed)
   state = parallel.replicate(ts.create_state(
       variables, tx, 0.0, 1.0, num_old=5, num_seen=10,
-      path_integral=path_integral), devices)
+      running=path_integral), devices)
   fixed = parallel.replicate(penalty_input or {}, devices)
   for batch in batches:
     state, _ = step_fn(state, fixed, {}, jax.tree.map(
@@ -183,12 +187,12 @@ def test_huge_ewc_weight_keeps_old_parameters_and_frees_new_columns(tiny):
   params = variables["params"]
   # The importance EWC would give: the Fisher on old-class data, which
   # is zero on the new classes' columns.
-  fisher = consolidation.mean_importance(
-      "ewc", model.apply, variables, pipeline.Examples(
+  fisher = penalties.mean_importance(
+      ewc.EXAMPLE, model.apply, variables, pipeline.Examples(
           batches[0]["image"], batches[0]["label"]), 5, 16)
   assert float(np.abs(fisher["head"]["kernel"][:, 5:]).max()) == 0.0
-  penalty = regularizers.weighted({"anchor": params, "importance": fisher},
-                                  1e7)
+  penalty = penalties.weighted({"anchor": params, "importance": fisher},
+                               1e7)
   tx = optax.adam(1e-2)
   held = _train(model, variables, batches, tx, penalty, False).params
   free = _train(model, variables, batches, tx, None, False).params
@@ -224,15 +228,15 @@ def test_step_accumulates_the_path_integral_of_the_task_loss(tiny):
   expected, theta = jax.tree.map(jnp.zeros_like, params), params
   for batch in batches[:2]:
     task = jax.grad(ce)(theta, batch)
-    pen = jax.grad(regularizers.penalty)(theta, anchor, importance)
+    pen = jax.grad(penalties.penalty)(theta, anchor, importance)
     new = jax.tree.map(lambda t, g, q: t - 0.1 * (g + q), theta, task, pen)
     expected = jax.tree.map(lambda w, g, a, b: w - g * (b - a), expected,
                             task, theta, new)
     theta = new
-  for got, want in zip(jax.tree.leaves(state.path_integral),
+  for got, want in zip(jax.tree.leaves(state.running),
                        jax.tree.leaves(expected)):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=1e-9)
-  assert float(np.abs(state.path_integral["head"]["kernel"]).sum()) > 0
+  assert float(np.abs(state.running["head"]["kernel"]).sum()) > 0
 
 
 def test_training_checkpoint_restores_the_path_integral(tiny, tmp_path):
@@ -243,11 +247,11 @@ def test_training_checkpoint_restores_the_path_integral(tiny, tmp_path):
   manager.save(1, state)
   manager.close()
   template = ts.create_state(variables, _masked(tx, variables), 0.0, 1.0,
-                             path_integral=True)
+                             running=True)
   restored = checkpoint.TrainCheckpoints(str(tmp_path / "ckpt")).restore(
       1, template)
-  for got, want in zip(jax.tree.leaves(restored.path_integral),
-                       jax.tree.leaves(state.path_integral)):
+  for got, want in zip(jax.tree.leaves(restored.running),
+                       jax.tree.leaves(state.running)):
     np.testing.assert_array_equal(got, want)
 
 

@@ -12,11 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cil_jax import bias_correction
+from cil_jax import features as feature_lib
 from cil_jax import memory
 from cil_jax import rebalance
-from cil_jax import rehearsal
 from cil_jax import train
+from cil_jax.methods import agem
+from cil_jax.methods import bic
+from cil_jax.methods import icarl
 from cil_jax.models import build_model
 from tests.helpers import small_config
 from tests.helpers import tiny_model_config
@@ -64,11 +66,11 @@ def test_agem_projects_only_against_a_conflicting_reference():
   grads = {"a": jnp.array([1.0]), "b": jnp.array([1.0])}
   # g = (1, 1), g_ref = (-1, 0): g.g_ref = -1 < 0, so
   # g - (-1 / 1) * g_ref = (0, 1), orthogonal to g_ref.
-  projected = rehearsal.agem_project(
+  projected = agem.agem_project(
       grads, {"a": jnp.array([-1.0]), "b": jnp.array([0.0])})
   np.testing.assert_allclose([projected["a"][0], projected["b"][0]], [0, 1])
   # g_ref = (1, 0): g.g_ref = 1 >= 0, g unchanged.
-  kept = rehearsal.agem_project(
+  kept = agem.agem_project(
       grads, {"a": jnp.array([1.0]), "b": jnp.array([0.0])})
   np.testing.assert_array_equal([kept["a"][0], kept["b"][0]], [1, 1])
 
@@ -79,32 +81,32 @@ def test_icarl_sigmoid_distillation_by_hand():
   # target 1, logit ln 3: -log sigmoid(ln 3) = log(4/3). The unseen
   # column counts nothing, whatever its logit.
   teacher = jnp.array([[0.0, 5.0, 7.0]])
-  targets = rehearsal.icarl_targets(teacher, jnp.array([1]), 1, 2)
+  targets = icarl.icarl_targets(teacher, jnp.array([1]), 1, 2)
   np.testing.assert_allclose(targets, [[0.5, 1.0, 0.0]])
-  loss = rehearsal.sigmoid_distillation(
+  loss = icarl.sigmoid_distillation(
       jnp.array([[0.0, np.log(3.0), 9.0]]), targets, 2)
   np.testing.assert_allclose(loss, np.log(8.0 / 3.0), rtol=1e-6)
   # A memory row of old class 0: old target from the teacher, new class
   # target 0 (it is not the label).
   np.testing.assert_allclose(
-      rehearsal.icarl_targets(jnp.array([[np.log(3.0), 0.0, 0.0]]),
-                              jnp.array([0]), 1, 2), [[0.75, 0.0, 0.0]])
+      icarl.icarl_targets(jnp.array([[np.log(3.0), 0.0, 0.0]]),
+                          jnp.array([0]), 1, 2), [[0.75, 0.0, 0.0]])
 
 
 def test_nearest_mean_of_exemplars_by_hand():
   # Class 0's exemplars (1, 0) and (0, 2) normalise to (1, 0), (0, 1):
   # mean (1/2, 1/2), normalised (1, 1)/sqrt 2. Class 1: (-1, 0). Class 2
   # has none (a zero mean).
-  means = rehearsal.class_means(jnp.array([[1.0, 0.0], [0.0, 2.0],
-                                           [-3.0, 0.0]]),
-                                jnp.array([0, 0, 1]), 3)
+  means = feature_lib.class_means(jnp.array([[1.0, 0.0], [0.0, 2.0],
+                                             [-3.0, 0.0]]),
+                                  jnp.array([0, 0, 1]), 3)
   s = 1 / np.sqrt(2)
   np.testing.assert_allclose(means, [[s, s], [-1, 0], [0, 0]], atol=1e-6)
   features = jnp.array([[2.0, 1.0], [-3.0, 1.0]])
-  np.testing.assert_array_equal(rehearsal.nme_predict(features, means, 2),
+  np.testing.assert_array_equal(feature_lib.nme_predict(features, means, 2),
                                 [0, 1])
   # With one class seen, every row goes to it.
-  np.testing.assert_array_equal(rehearsal.nme_predict(features, means, 1),
+  np.testing.assert_array_equal(feature_lib.nme_predict(features, means, 1),
                                 [0, 0])
 
 
@@ -117,8 +119,8 @@ def test_bias_correction_recovers_the_new_logits_scale_and_shift():
   labels = (rng.random(20000) < 1 / (1 + np.exp(-(0.5 * z - 1)))).astype(
       np.int32)
   logits = np.stack([np.zeros_like(z), z, np.full_like(z, 5.0)], axis=1)
-  alpha, beta = bias_correction.fit(jnp.asarray(logits, jnp.float32),
-                                    jnp.asarray(labels), 1, 2)
+  alpha, beta = bic.fit_correction(jnp.asarray(logits, jnp.float32),
+                                   jnp.asarray(labels), 1, 2)
   assert abs(alpha - 0.5) < 0.05 and abs(beta + 1) < 0.1
   # Folded into the head: the new column's logit is alpha z + beta, the
   # old and the unseen ones unchanged, bit for bit.
@@ -128,8 +130,8 @@ def test_bias_correction_recovers_the_new_logits_scale_and_shift():
   np.testing.assert_array_equal(folded["kernel"], [[1.0, 1.0, 3.0]])
   np.testing.assert_array_equal(folded["bias"], [0.5, -0.5, -1.0])
   np.testing.assert_allclose(
-      bias_correction.corrected(jnp.array([[1.5, 3.0, 2.0]]), 0.5, -1.0, 1,
-                                2), [[1.5, 0.5, 2.0]])
+      bic.corrected(jnp.array([[1.5, 3.0, 2.0]]), 0.5, -1.0, 1, 2),
+      [[1.5, 0.5, 2.0]])
   kept, held = memory.hold_out({"index": np.arange(6, dtype=np.int32),
                                 "label": np.array([0, 0, 0, 1, 1, 1],
                                                   np.int32)}, 1)
@@ -141,7 +143,7 @@ def test_features_are_the_heads_input():
   model = build_model(tiny_model_config("mlp"), 3)
   x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
   variables = model.init(jax.random.PRNGKey(0), x)
-  features = rehearsal.features(model.apply, variables, x)
+  features = feature_lib.features(model.apply, variables, x)
   head = variables["params"]["head"]
   np.testing.assert_allclose(features @ head["kernel"] + head["bias"],
                              model.apply(variables, x), rtol=1e-5,

@@ -29,7 +29,7 @@ def _run(workdir, monkeypatch, **overrides):
   make = step_build.ts.make_train_step
 
   def counted(*args, **kwargs):
-    built.append(kwargs.get("local_ce"))
+    built.append(args[3])  # the objective
     return make(*args, **kwargs)
 
   monkeypatch.setattr(step_build.ts, "make_train_step", counted)
@@ -73,7 +73,7 @@ def test_host_fed_data_keeps_a_program_per_structure(tmp_path, monkeypatch):
 def test_only_plain_steps_take_a_shared_kd_part():
   lwf = methods.get_method("lwf", small_config())
   shared = step_build.shared_kd_programs([lwf])
-  base = methods.BASE
+  base = methods.get_base()
   finetune = methods.get_method("finetune", small_config())
   assert (step_build.structure(base, None, shared)
           == step_build.structure(finetune, None, shared))
@@ -81,4 +81,5 @@ def test_only_plain_steps_take_a_shared_kd_part():
                                                           False, 0)
   # A consolidating C_A (a run with ewc) keeps its own program.
   ewc_base = methods.base_for([methods.get_method("ewc", small_config())])
-  assert step_build.structure(ewc_base, None, shared)[9] is None
+  # Its KD part, after the base structure's 8 entries.
+  assert step_build.structure(ewc_base, None, shared)[8] is None

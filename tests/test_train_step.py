@@ -26,6 +26,7 @@ from cil_jax.data import train_data
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
 from cil_jax import config_files
+from tests.helpers import objective_for
 
 default = config_files.from_checkout("default")
 
@@ -66,7 +67,7 @@ class Training:
   def per_device_step(self, kd_form="full"):
     return ts.make_train_step(
         self.models.student.apply, self.models.teacher.apply, self.tx,
-        kd_form, False, partition.rule_labeler(self.rules))
+        objective_for(kd_form=kd_form), partition.rule_labeler(self.rules))
 
   def host_state(self, eps=0.5):
     return ts.create_state(self.models.variables, self.tx, eps,
@@ -360,7 +361,7 @@ def test_a_step_without_grad_norm_trains_identically(mlp_models):
   for with_norm in (True, False):
     step = ts.make_train_step(
         mlp_models.student.apply, mlp_models.teacher.apply, training.tx,
-        "full", False, partition.rule_labeler(training.rules),
+        objective_for(), partition.rule_labeler(training.rules),
         grad_norm=with_norm)
     results.append(run_steps(ts.pmap_train_step(step, fed_batch),
                              training.host_state(0.5),
@@ -492,7 +493,7 @@ def test_sequence_wide_head_trains_as_the_per_step_head(mlp_models, kd_form):
         optax.chain(optax.add_decayed_weights(0.1), optax.trace(0.9)),
         partition.trainable_labels(params, rules))
     step = ts.make_train_step(
-        student.apply, teacher.apply, tx, kd_form, False,
+        student.apply, teacher.apply, tx, objective_for(kd_form=kd_form),
         partition.rule_labeler(rules),
         learning_rate_fn=lambda count, total: 0.1 * (1 - count / total))
     state = ts.create_state(variables, tx, 0.5, 2.0, total_steps=10,

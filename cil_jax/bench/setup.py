@@ -15,6 +15,8 @@ from cil_jax import train_step as ts
 from cil_jax.configs import default
 from cil_jax.data import device_split
 from cil_jax.data import train_data
+from cil_jax.methods import spec
+from cil_jax.methods.shared import kd
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
@@ -56,9 +58,10 @@ class Setup:
     self.tx = partition.masked_optimizer(
         optim.make_optimizer(config.optim, total_steps=10_000),
         partition.trainable_labels(params, rules))
-    self.step = ts.make_train_step(self.student.apply, self.teacher.apply,
-                                   self.tx, "full", False,
-                                   partition.rule_labeler(rules))
+    self.step = ts.make_train_step(
+        self.student.apply, self.teacher.apply, self.tx,
+        kd.objective(None, spec.BuildInfo("full", False, False, "head")),
+        partition.rule_labeler(rules))
 
   def host_state(self, eps):
     return ts.create_state(self.variables, self.tx, eps, KD_TEMPERATURE)

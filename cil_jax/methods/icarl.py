@@ -52,10 +52,10 @@ def objective(method, build):
 def classify(ctx, t, variables, models, memory):
   """The nearest mean of exemplars under ``variables``: its metrics
   replace the head's, which are kept as ``logits_*``."""
-  return ctx.evaluate(
+  return {**ctx.evaluate(
       variables, t, models.adapter_dim,
       class_means=exemplars.class_means(ctx, memory, models.student,
-                                        variables))
+                                        variables)), "classifier": "nme"}
 
 
 METHOD = spec_lib.Spec(

@@ -34,7 +34,7 @@ class Spec:
   ``check(config, need, names, num_devices)`` validates them
   (``need(ok, message)``; ``names``: the run's methods). ``from_config(spec, config)`` makes the
   ``Method``. ``objective(method, build)`` makes the train step's
-  ``Objective`` (``build``: ``step_build.BuildInfo``).
+  ``Objective`` (``build``: ``BuildInfo``).
 
   Flags: ``teacher``: the step runs the previous model whatever eps
   (iCaRL's targets, LUCIR's features); ``member_section``: runs that
@@ -69,7 +69,8 @@ class Spec:
     (``consolidation``), and ``running``, its running state's update
     ``(running, task_grads, old_params, new_params)``;
   - ``classify(ctx, t, variables, models, memory)``: a classifier of its
-    own (NME): metrics replacing the head's, or ``None``.
+    own (NME): metrics replacing the head's, with ``classifier`` naming
+    it.
   """
   name: str
   index: int
@@ -178,6 +179,17 @@ class Objective:
   penalty: bool = False
   running: Optional[Callable] = None
   metric_names: tuple = ("ce", "kd")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildInfo:
+  """What a method's objective is built with (``Spec.objective``, made by ``step_build``): the KD
+  form and T^2 scaling of the structure (its own, or shared), whether the
+  CE is local, the head's path."""
+  kd_form: str
+  kd_t2_scaling: bool
+  local_ce: bool
+  head_path: str
 
 
 @dataclasses.dataclass(frozen=True)
