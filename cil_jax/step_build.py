@@ -16,12 +16,14 @@ import types
 from typing import Any
 
 import jax
+from flax import traverse_util
 
 from cil_jax import fit
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
 from cil_jax import train_step as ts
+from cil_jax.methods import spec as spec_lib
 from cil_jax.methods.shared import kd
 from cil_jax.models.expand import expand_variables
 
@@ -139,15 +141,23 @@ def local_ce(method, previous):
   return previous is not None and method.ce_form == "local"
 
 
-@dataclasses.dataclass(frozen=True)
-class BuildInfo:
-  """What a method's objective is built with (``Spec.objective``): the KD
-  form and T^2 scaling of the structure (its own, or shared), whether the
-  CE is local, the head's path."""
-  kd_form: str
-  kd_t2_scaling: bool
-  local_ce: bool
-  head_path: str
+def foreign_inference(ctx, method, rules, dim):
+  """Whether a foreign model with BatchNorm trains in its inference mode:
+  when the method freezes BatchNorm statistics, or when the preset trains
+  no layer that has them. Trained in train mode on new-class batches
+  alone, its BatchNorm layers would normalise by those batches'
+  statistics (and move their running ones towards them), away from what
+  the old classes need; cil_jax's own models freeze them layer by layer
+  instead (``frozen`` above)."""
+  if ctx.foreign is None:
+    return False
+  stats = ctx.abstract(ctx.num_outputs, dim).get("batch_stats", {})
+  if not stats:
+    return False  # nothing to freeze: dropout stays as trained
+  labeler = partition.rule_labeler(rules)
+  paths = traverse_util.flatten_dict(stats, sep="/")
+  return method.freeze_batch_stats or all(
+      labeler(path) == partition.FROZEN for path in paths)
 
 
 def build_models(ctx, method, previous):
@@ -170,7 +180,8 @@ def _build(ctx, method, previous, kd_part):
   # no dropout), so the features the head learns on are the test ones.
   frozen = (tuple(params.get("backbone", {})) if method.freeze_batch_stats
             else partition.frozen_backbone_layers(params, labels))
-  student = ctx.model(ctx.num_outputs, dim, frozen)
+  student = ctx.model(ctx.num_outputs, dim, frozen,
+                      inference=foreign_inference(ctx, method, rules, dim))
   teacher = None
   if kd_part is not None:
     kd_form, kd_t2_scaling, teacher_adapter_dim = kd_part
@@ -178,7 +189,7 @@ def _build(ctx, method, previous, kd_part):
   else:
     kd_form, kd_t2_scaling = method.kd_form, method.kd_t2_scaling
   objective = dataclasses.replace(
-      method.spec.objective(method, BuildInfo(
+      method.spec.objective(method, spec_lib.BuildInfo(
           kd_form, kd_t2_scaling, local_ce(method, previous), ctx.head_path)),
       penalty=uses_penalty(method, previous), running=running_update(method))
   tx = partition.masked_optimizer(optim.make_direction(ctx.config.optim),

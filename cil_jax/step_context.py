@@ -124,12 +124,17 @@ class StepContext:
     the layer presets; ``None`` for cil_jax's own models."""
     return (self.head_path, self.foreign.layers) if self.foreign else None
 
-  def model(self, num_classes, adapter_dim, frozen_layers=(), dtype=None):
+  def model(self, num_classes, adapter_dim, frozen_layers=(), dtype=None,
+            inference=False):
     """The run's model, computing in ``config.train.dtype`` unless
     ``dtype`` says otherwise. A foreign model runs in its own dtypes
-    (``config_check.validate_steps`` refuses bfloat16 for it)."""
+    (``config_check.validate_steps`` refuses bfloat16 for it), and with
+    ``inference`` in its inference mode even when trained (its BatchNorm
+    layers cannot be frozen one by one as ``frozen_layers`` freezes
+    cil_jax's own)."""
     if self.foreign is not None:
-      return self.foreign.widened(num_classes)
+      model = self.foreign.widened(num_classes)
+      return model.in_inference_mode() if inference else model
     return build_model(self.config.model, num_classes, adapter_dim,
                        frozen_layers, dtype or self.config.train.dtype)
 

@@ -85,17 +85,28 @@ class FlaxClassifier:
   ``init``/``apply`` of a cil_jax model (``apply(..., train=bool)``)."""
 
   def __init__(self, module, head_path, num_classes, train_kwarg,
-               layers=()):
+               layers=(), inference=False):
     self.module, self.head_path = module, head_path
     self.num_classes, self.train_kwarg = num_classes, train_kwarg
     self.layers = layers  # parameter-owning layers, in forward order
+    # Trains in the module's inference mode (``in_inference_mode``).
+    self.inference = inference
 
   def widened(self, num_classes):
     return FlaxClassifier(self.module, self.head_path, num_classes,
-                          self.train_kwarg, self.layers)
+                          self.train_kwarg, self.layers, self.inference)
+
+  def in_inference_mode(self):
+    """This classifier, run in the module's inference mode even when
+    trained: its BatchNorm layers normalise by their running statistics
+    (the teacher's, never updated from new-class batches) and dropout is
+    off, as cil_jax's own models run their frozen layers. A module's one
+    train keyword switches both, so they go together."""
+    return FlaxClassifier(self.module, self.head_path, self.num_classes,
+                          self.train_kwarg, self.layers, inference=True)
 
   def _mode(self, train):
-    return mode_kwargs(self.train_kwarg, train)
+    return mode_kwargs(self.train_kwarg, train and not self.inference)
 
   def init(self, rng, inputs):
     with nn.intercept_methods(_widen(self.head_path, self.num_classes)):

@@ -65,9 +65,11 @@ class KerasClassifier:
   """``model`` with its Dense at variable path ``head_path`` widened to
   ``num_classes``, with the ``init``/``apply`` of a cil_jax model."""
 
-  def __init__(self, model, head_path, num_classes):
+  def __init__(self, model, head_path, num_classes, inference=False):
     self.original, self.head_path = model, head_path
     self.num_classes = num_classes
+    # Trains with ``training=False`` (``in_inference_mode``).
+    self.inference = inference
     self.layers = tuple(layer_path(layer) for layer in model.layers
                         if layer.weights)
     self._keras = None
@@ -83,7 +85,15 @@ class KerasClassifier:
           f"without random layers.")
 
   def widened(self, num_classes):
-    return KerasClassifier(self.original, self.head_path, num_classes)
+    return KerasClassifier(self.original, self.head_path, num_classes,
+                           self.inference)
+
+  def in_inference_mode(self):
+    """This model called with ``training=False`` even when trained: its
+    BatchNormalization layers use their moving statistics, never updated
+    from new-class batches (``FlaxClassifier.in_inference_mode``)."""
+    return KerasClassifier(self.original, self.head_path, self.num_classes,
+                           inference=True)
 
   @property
   def keras_model(self):
@@ -120,7 +130,8 @@ class KerasClassifier:
                                        sep="/")
     outputs, new_stats = model.stateless_call(
         [params[p] for p in self._paths[0]],
-        [stats[p] for p in self._paths[1]], inputs, training=train)
+        [stats[p] for p in self._paths[1]], inputs,
+        training=train and not self.inference)
     if mutable:
       return outputs, {"batch_stats": traverse_util.unflatten_dict(
           dict(zip(self._paths[1], new_stats)), sep="/")}
