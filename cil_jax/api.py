@@ -11,7 +11,7 @@
 ``add_classes`` builds the packaged config ``cil_jax/configs/add_classes.py``
 (one method, ``eps_kd`` unless told), puts the numpy arrays behind a
 ``data.source.Source``, and calls ``train.run``: the same checks, the same
-door for the teacher (``cil_jax.teacher``), the same workdir (rerun to
+door for the teacher (``cil_jax.classifier.teacher``), the same workdir (rerun to
 resume). A teacher given as ``(module, params)`` is first written as a
 cil_jax classifier in ``<workdir>/given_teacher`` (its module imported by
 ``type(module).__module__``, so a module defined in a notebook works in
@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cil_jax import api_inputs
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import image_folder
-from cil_jax import input_spec
+from cil_jax.classifier import input_spec
 from cil_jax import overrides
-from cil_jax import step_outputs
+from cil_jax.step import outputs as step_outputs
 # Named *_config: add_classes is also this module's function.
 from cil_jax.configs import add_classes as add_classes_config
 from cil_jax.configs import default as default_config

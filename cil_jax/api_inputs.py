@@ -9,7 +9,7 @@ import os
 import jax
 import numpy as np
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax.models import foreign
 
 GIVEN_TEACHER = "given_teacher"

@@ -9,7 +9,7 @@ import jax
 
 from cil_jax import methods
 from cil_jax import optim
-from cil_jax import step_build
+from cil_jax.step import build as step_build
 from cil_jax.data import train_data
 from cil_jax.models import COMPUTE_DTYPES
 from cil_jax.models import MODEL_NAMES

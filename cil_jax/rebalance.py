@@ -5,7 +5,7 @@ ones, so new classes win the argmax on old-class inputs. Weight aligning
 (Zhao et al., "Maintaining Discrimination and Fairness in Class Incremental
 Learning", CVPR 2020) scales the new columns so their mean L2 norm equals
 the old columns' mean norm, without old data. BiC's bias correction
-(``cil_jax.bias_correction``, fitted on held-out old and new data) maps the
+(``cil_jax.methods.bic``, fitted on held-out old and new data) maps the
 new logits to ``alpha * z + beta``, folded into the same columns.
 """
 

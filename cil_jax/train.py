@@ -20,7 +20,7 @@ Workdir layout (every finished piece is reused, never rewritten)::
 
   config.json                   the config this workdir belongs to
   base/step_0/                  C_A when trained here
-  <method>/step_<t>/            a finished step (``cil_jax.step_outputs``)
+  <method>/step_<t>/            a finished step (``cil_jax.step.outputs``)
   <method>/tensorboard/         test accuracy per step (``cil_jax.tensorboard``)
   plots/                        PNGs (``cil_jax.plot``), before results.json
   results.json                  everything, written last
@@ -34,17 +34,17 @@ import os
 
 import jax
 
-from cil_jax import class_step
+from cil_jax.step import class_step
 from cil_jax import compile_cache
 from cil_jax import config_check
 from cil_jax import evaluate
-from cil_jax import input_spec
+from cil_jax.classifier import input_spec
 from cil_jax import jsonio
 from cil_jax import methods
 from cil_jax import overrides
-from cil_jax import step_build
-from cil_jax import step_outputs
-from cil_jax import teacher
+from cil_jax.step import build as step_build
+from cil_jax.step import outputs as step_outputs
+from cil_jax.classifier import teacher
 from cil_jax import tensorboard
 from cil_jax import timer
 from cil_jax import workdirs
@@ -52,7 +52,7 @@ from cil_jax.data import batches
 from cil_jax.data import classes
 from cil_jax.data import source as data_source
 from cil_jax.report import format_table
-from cil_jax.step_context import StepContext
+from cil_jax.step.context import StepContext
 
 RESULTS_FILE = "results.json"
 # Errors a user's input causes (config, workdir, checkpoints, data, a

@@ -63,7 +63,7 @@ def _tree_digest(tree):
 
 
 def _restore(path, composite):
-  from cil_jax import checkpoint
+  from cil_jax.classifier import checkpoint
   ocp = checkpoint.ocp()
   path = os.path.abspath(path)
   if composite:

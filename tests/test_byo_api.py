@@ -13,7 +13,7 @@ from flax import traverse_util
 import byo_models
 from cil_jax import api
 from cil_jax import api_inputs
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import train
 from helpers import small_config
 

@@ -16,12 +16,12 @@ import pytest
 from flax import traverse_util
 
 import byo_models
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import config_files
-from cil_jax import equivalence
-from cil_jax import inspect
+from cil_jax.classifier import equivalence
+from cil_jax.classifier import inspect
 from cil_jax import partition
-from cil_jax import teacher
+from cil_jax.classifier import teacher
 from cil_jax.data import source as data_source
 from cil_jax.models import foreign
 from cil_jax import train

@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import jsonio
 
 METADATA = {

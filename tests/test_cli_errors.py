@@ -27,8 +27,7 @@ from typing import Callable
 
 import pytest
 
-from cil_jax import checkpoint
-
+from cil_jax.classifier import checkpoint
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 TINY = {"train.epochs": 1, "model.hidden_sizes": "(16,)",

@@ -1,4 +1,4 @@
-"""The generator synthesiser (``cil_jax.generator``): its diversity term by
+"""The generator synthesiser (``cil_jax.synthesis.generator``): its diversity term by
 hand, training against a teacher, and device-count independence
 (end to end on a BatchNorm CNN: ``tests/test_df_replay.py``)."""
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cil_jax import generator
+from cil_jax.synthesis import generator
 from cil_jax.models import build_model
 from tests.helpers import tiny_model_config
 

@@ -8,11 +8,11 @@ import numpy as np
 import optax
 import pytest
 
-from cil_jax import inversion
+from cil_jax.synthesis import inversion
 from cil_jax import methods
 from cil_jax import parallel
 from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.data import replay as replay_lib
 from cil_jax.methods import df_replay
 from cil_jax.models import build_model

@@ -9,7 +9,7 @@ import pytest
 
 from cil_jax import config_check
 from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.bench.setup import random_variables
 from cil_jax.models import build_model
 from tests.helpers import objective_for, small_config, tiny_model_config

@@ -11,7 +11,7 @@ import pytest
 
 from cil_jax import api
 from cil_jax import partition
-from cil_jax import step_outputs
+from cil_jax.step import outputs as step_outputs
 from cil_jax import train
 from cil_jax.methods import lucir
 from cil_jax.models import build_model

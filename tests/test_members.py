@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cil_jax import members
+from cil_jax.step import members
 from cil_jax import optim
 from cil_jax import parallel
 from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.models import build_model
 from cil_jax.models.expand import expand_variables
 from cil_jax import config_files

@@ -6,9 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cil_jax import parallel
-from cil_jax import train_step as ts
-
-
+from cil_jax.step import train_step as ts
 def _pmapped_mean(num_devices):
   devices = jax.local_devices()[:num_devices]
   values = np.arange(num_devices * 3, dtype=np.float32).reshape(

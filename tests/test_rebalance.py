@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import rebalance
 from cil_jax import train
 from cil_jax.bench.setup import random_variables

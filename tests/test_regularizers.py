@@ -12,12 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from cil_jax import checkpoint
-from cil_jax import fit
+from cil_jax.classifier import checkpoint
+from cil_jax.step import fit
 from cil_jax import parallel
 from cil_jax import partition
 from cil_jax import train
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.data import pipeline
 from cil_jax.methods import ewc
 from cil_jax.methods import mas

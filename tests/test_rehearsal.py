@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cil_jax import features as feature_lib
-from cil_jax import memory
+from cil_jax.memory import selection as memory
 from cil_jax import rebalance
 from cil_jax import train
 from cil_jax.methods import agem

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import train
 from cil_jax.data import digits
 from cil_jax import config_files

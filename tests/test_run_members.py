@@ -14,7 +14,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import overrides
 from cil_jax import train
 from tests.helpers import small_config

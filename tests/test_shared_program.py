@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from cil_jax import methods
-from cil_jax import step_build
+from cil_jax.step import build as step_build
 from cil_jax import train
 from tests.helpers import small_config
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cil_jax import evaluate
-from cil_jax import exemplars
+from cil_jax.memory import exemplars
 from cil_jax import parallel
 from cil_jax import train
 from cil_jax.data import cache

@@ -16,10 +16,10 @@ import pytest
 import tensorflow as tf
 from flax import traverse_util
 
-from cil_jax import fit
+from cil_jax.step import fit
 from cil_jax import parallel
 from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.bench.setup import random_variables
 from cil_jax.data import pipeline
 from cil_jax.data import train_data

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cil_jax import losses
-from cil_jax import members
+from cil_jax.step import members
 from cil_jax import parallel
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.bench.setup import GLOBAL_BATCH
 from cil_jax.bench.setup import NUM_CLASSES
 from cil_jax.bench.setup import NUM_OLD

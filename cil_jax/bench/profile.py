@@ -30,7 +30,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.bench import op_times
 from cil_jax.bench.setup import GLOBAL_BATCH
 from cil_jax.bench.setup import MODELS

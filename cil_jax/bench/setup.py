@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec
 from cil_jax import optim
 from cil_jax import parallel
 from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.configs import default
 from cil_jax.data import device_split
 from cil_jax.data import train_data

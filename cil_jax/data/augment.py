@@ -3,7 +3,7 @@
 
 It runs in JAX inside the pmapped step, on either placement's batch. Its key
 comes from the data order (epoch seed, step index) and the device index, never
-from the model's rng: every member of a stack of runs (``cil_jax.members``)
+from the model's rng: every member of a stack of runs (``cil_jax.step.members``)
 sees the same augmented batch, and a resumed run sees the same as before.
 """
 

@@ -1,8 +1,8 @@
 """Extra rows beside every batch: synthetic old-class inputs (data-free
 replay) or the exemplar memory (rehearsal).
 
-A replay set (``cil_jax.inversion.synthesize``: inputs and the teacher's
-logits on them; or ``cil_jax.exemplars.replay_set``: stored old-class rows,
+A replay set (``cil_jax.synthesis.inversion.synthesize``: inputs and the teacher's
+logits on them; or ``cil_jax.memory.exemplars.replay_set``: stored old-class rows,
 their labels and, for iCaRL, the previous model's logits) is placed on
 every device once per class step, in the step's ``resident`` data;
 ``with_replay`` wraps a data ``batch_fn`` so each device's batch also

@@ -16,9 +16,9 @@ import numpy as np
 import optax
 from ml_collections import config_dict
 
-from cil_jax import exemplars
+from cil_jax.memory import exemplars
 from cil_jax import losses
-from cil_jax import memory as memory_lib
+from cil_jax.memory import selection as memory_lib
 from cil_jax import rebalance
 from cil_jax.data import train_data
 from cil_jax.methods import spec as spec_lib

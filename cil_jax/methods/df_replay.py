@@ -2,8 +2,8 @@
 synthesised from the teacher (docs/data_free.md). eps_kd's loss (KD form
 full) with, before a step's training, a synthetic set of the old classes
 made by inverting the teacher (DeepInversion: target classes and its
-BatchNorm statistics; ``cil_jax.inversion``) or by a generator trained
-against it (ABD, R-DFCIL; ``cil_jax.generator``), distilled on beside
+BatchNorm statistics; ``cil_jax.synthesis.inversion``) or by a generator trained
+against it (ABD, R-DFCIL; ``cil_jax.synthesis.generator``), distilled on beside
 every batch; then the head alone is fine-tuned on a class-balanced loss
 over the new data and the synthetic rows; then weight aligning.
 
@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
-from cil_jax import generator
-from cil_jax import inversion
+from cil_jax.synthesis import generator
+from cil_jax.synthesis import inversion
 from cil_jax import losses
-from cil_jax import replay_grid
+from cil_jax.synthesis import replay_grid
 from cil_jax import timer
 from cil_jax.methods import spec as spec_lib
 from cil_jax.methods.shared import kd

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cil_jax import exemplars
+from cil_jax.memory import exemplars
 from cil_jax.methods import spec as spec_lib
 from cil_jax.methods.shared import rows
 

@@ -114,7 +114,7 @@ class Method:
   ``replay_batch`` rows beside each batch (synthetic or memory),
   ``replay_weight`` the distillation weight on synthetic rows;
   ``consolidate``: the regularisers whose anchor and importance the
-  step's model leaves for the next (``cil_jax.consolidation``);
+  step's model leaves for the next (``methods.shared.penalties.after_step``);
   ``memory``: the step leaves an exemplar memory for the next;
   ``settings``: the method's own (a frozen dataclass, or ``None``)."""
   spec: Spec

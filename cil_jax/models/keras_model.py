@@ -5,7 +5,7 @@ stateless API (``model.stateless_call``): optional, ``pip install -e
 Its variables are cil_jax's pytrees under Keras' own variable paths
 (``params``: the trainable ones, e.g. ``hidden/kernel``; ``batch_stats``:
 the non-trainable ones, e.g. BatchNorm's ``moving_mean``), so layer presets
-and regexes use the Keras names (``python -m cil_jax.inspect`` lists them).
+and regexes use the Keras names (``python -m cil_jax.classifier.inspect`` lists them).
 The head is the model's final ``Dense`` layer (by its variable path, e.g.
 ``scores``); the student is the model cloned with that layer's
 ``units`` widened (``keras.models.clone_model``). ``save_keras`` writes the

@@ -38,7 +38,7 @@ class WithBatchNorm(nn.Module):
   statistics averaged over the ``batch`` pmap axis in training (so a model
   trains under ``pmap``) and reduced in float32 whatever the dtype (flax's
   force_float32_reductions). Its running statistics are what data-free
-  inversion matches (``cil_jax.inversion``)."""
+  inversion matches (``cil_jax.synthesis.inversion``)."""
   features: int
   kernel_size: Optional[Tuple[int, int]] = None
   dtype: Any = jnp.float32

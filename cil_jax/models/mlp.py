@@ -16,7 +16,7 @@ class MLP(nn.Module):
   forward order (``partition.last_k`` relies on it). With ``batch_norm``
   each layer is Dense, BatchNorm, ReLU (``layer_NN/dense``,
   ``layer_NN/bn``): its running statistics are what data-free inversion
-  matches (``cil_jax.inversion``). In training, statistics are averaged
+  matches (``cil_jax.synthesis.inversion``). In training, statistics are averaged
   over the ``batch`` pmap axis, so the model runs in training mode only
   under ``pmap``.
   """

@@ -3,7 +3,7 @@ lucir): the ``config.memory`` section, its checks, the exemplar memory's
 rows beside every batch, and one forward pass over the batch and those
 rows together.
 
-The memory (``cil_jax.exemplars``) is selected after each step and fed
+The memory (``cil_jax.memory.exemplars``) is selected after each step and fed
 beside every batch of the next one, ``config.memory.batch_size`` rows at a
 time (0: ``train.batch_size``). These methods STORE OLD DATA, unlike the
 data-free ones.
@@ -12,9 +12,9 @@ data-free ones.
 import jax.numpy as jnp
 from ml_collections import config_dict
 
-from cil_jax import exemplars
+from cil_jax.memory import exemplars
 from cil_jax import losses
-from cil_jax import memory as memory_lib
+from cil_jax.memory import selection as memory_lib
 from cil_jax import timer
 from cil_jax.methods import spec as spec_lib
 

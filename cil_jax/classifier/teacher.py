@@ -1,18 +1,18 @@
 """A given classifier as C_A: loaded from ``config.teacher.checkpoint`` and
 checked against the config before anything is trained or written.
 
-Its input spec (``cil_jax.input_spec``) comes from its metadata or from
+Its input spec (``cil_jax.classifier.input_spec``) comes from its metadata or from
 ``config.teacher.input_*``; one of the two must give it, and the run's
 pipeline then feeds every model exactly that input.
 """
 
 import os
 
-from cil_jax import checkpoint
-from cil_jax import foreign_teacher
-from cil_jax import input_spec
-from cil_jax import keras_teacher
-from cil_jax import plain_checkpoint
+from cil_jax.classifier import checkpoint
+from cil_jax.classifier import flax_teacher as foreign_teacher
+from cil_jax.classifier import input_spec
+from cil_jax.classifier import keras_teacher
+from cil_jax.classifier import plain_checkpoint
 from cil_jax.models import abstract_variables
 from cil_jax.models import build_model
 

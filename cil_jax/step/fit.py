@@ -4,7 +4,7 @@
 in their starting variables, loss weights (``eps``, ``kd_temperature``) and
 teacher. They share the data, the optimizer and one compiled step. With
 ``vmap=True`` their states are stacked and trained side by side in one
-program (``cil_jax.members``); otherwise one after another, reusing the
+program (``cil_jax.step.members``); otherwise one after another, reusing the
 compiled step. Each member checkpoints to its own directory in the format of
 a run alone, so a member can resume in a group or alone.
 
@@ -22,13 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cil_jax import checkpoint
-from cil_jax import compile_ahead
-from cil_jax import members as members_lib
+from cil_jax.classifier import checkpoint
+from cil_jax.step import compile_ahead
+from cil_jax.step import members as members_lib
 from cil_jax import parallel
 from cil_jax import tensorboard
 from cil_jax import timer
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.data import replay as replay_lib
 from cil_jax.data import train_data as train_data_lib
 
@@ -70,7 +70,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
         ahead=None):
   """Trains every member of ``members``; returns their host variables.
 
-  ``train_step`` is the per-device step of ``cil_jax.train_step`` built with
+  ``train_step`` is the per-device step of ``cil_jax.step.train_step`` built with
   ``tx``; each member's teacher is an input of every step, never trained,
   never saved with the student. ``train_data`` is a ``data.train_data``
   object. The head's first ``num_seen`` outputs are this step's classes,
@@ -82,7 +82,7 @@ def fit(*, train_step, tx, members, train_data, num_old, num_seen, config,
   with eps 0 in the distilling step it shares). With
   ``whole_epochs`` and device-resident data, an epoch runs ``CHUNK`` steps
   per dispatch (``train_step.pmap_train_epoch``). ``replays`` (one per
-  member, or ``None``) are synthetic old-class sets (``cil_jax.inversion``)
+  member, or ``None``) are synthetic old-class sets (``cil_jax.synthesis.inversion``)
   whose rows, ``replay_rows`` per device, join every batch
   (``cil_jax.data.replay``); members with different replay sets train one
   after another. Resumes from the members' newest common checkpoint; the

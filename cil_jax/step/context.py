@@ -19,12 +19,12 @@ import time
 import jax
 import numpy as np
 
-from cil_jax import checkpoint
-from cil_jax import equivalence
+from cil_jax.classifier import checkpoint
+from cil_jax.classifier import equivalence
 from cil_jax import evaluate
 from cil_jax import parallel
 from cil_jax import timer
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.data import classes
 from cil_jax.data import pipeline
 from cil_jax.data import train_data
@@ -92,7 +92,7 @@ class StepContext:
 
   @property
   def input_spec(self):
-    """The input every model of the run takes (``cil_jax.input_spec``)."""
+    """The input every model of the run takes (``cil_jax.classifier.input_spec``)."""
     if self.teacher is not None:
       return self.teacher["input"]
     return {"pixels": "stored", "normalization": "mean_std",

@@ -5,10 +5,10 @@ A step directory holds::
   classifier/    the model after the step (a cil_jax classifier checkpoint)
   penalty/       regularisation methods and the C_A they start from: per
                  regulariser, the anchor and importance the model leaves
-                 for the next step (``cil_jax.consolidation``), written
+                 for the next step (``methods.shared.penalties.after_step``), written
                  before classifier/
   memory.json    rehearsal methods and their C_A: the exemplar memory
-                 after the step (``cil_jax.exemplars``), before classifier/
+                 after the step (``cil_jax.memory.exemplars``), before classifier/
   result.json    its test metrics (written last: the step is finished)
   checkpoints/   resumable training state, only while training
   tensorboard/   the training curves (``cil_jax.tensorboard``), if written
@@ -23,7 +23,7 @@ import shutil
 import uuid
 from typing import Any
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax import jsonio
 from cil_jax import timer
 from cil_jax.models import keras_model
@@ -39,7 +39,7 @@ class StepResult:
   record: dict  # what result.json holds: step, method, metrics, ...
   variables: Any  # host variables of the model after the step
   penalty: Any = None  # {regulariser: {"anchor", "importance"}}, or None
-  memory: Any = None  # {"index", "label"} (cil_jax.memory), or None
+  memory: Any = None  # {"index", "label"} (cil_jax.memory.selection), or None
 
   @property
   def adapter_dim(self):

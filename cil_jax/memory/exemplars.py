@@ -21,7 +21,7 @@ import numpy as np
 
 from cil_jax import features as feature_lib
 from cil_jax import jsonio
-from cil_jax import memory as memory_lib
+from cil_jax.memory import selection as memory_lib
 from cil_jax import timer
 from cil_jax.data import arrays
 from cil_jax.data import batches

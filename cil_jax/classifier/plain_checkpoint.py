@@ -11,8 +11,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from cil_jax import checkpoint
-
+from cil_jax.classifier import checkpoint
 COLLECTIONS = ("params", "batch_stats")
 
 

@@ -18,11 +18,11 @@ from typing import Any
 import jax
 from flax import traverse_util
 
-from cil_jax import fit
+from cil_jax.step import fit
 from cil_jax import methods
 from cil_jax import optim
 from cil_jax import partition
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.methods import spec as spec_lib
 from cil_jax.methods.shared import kd
 from cil_jax.models.expand import expand_variables

@@ -8,7 +8,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from cil_jax import checkpoint
+from cil_jax.classifier import checkpoint
 from cil_jax.models import foreign
 from cil_jax.models import keras_model
 

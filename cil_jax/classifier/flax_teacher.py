@@ -6,8 +6,8 @@ checked against the module's shapes. ``teacher.load`` is the door."""
 import jax
 import jax.numpy as jnp
 
-from cil_jax import checkpoint
-from cil_jax import plain_checkpoint
+from cil_jax.classifier import checkpoint
+from cil_jax.classifier import plain_checkpoint
 from cil_jax.models import foreign
 
 

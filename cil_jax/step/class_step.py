@@ -12,7 +12,7 @@ step and returns their ``StepResult``s:
   ``train_jobs``: build models, build optimizer, fit, save and evaluate.
 
 Every job's step directory ends as a run alone would leave it
-(``cil_jax.step_outputs``).
+(``cil_jax.step.outputs``).
 """
 
 import dataclasses
@@ -22,18 +22,18 @@ import shutil
 import time
 from typing import Optional
 
-from cil_jax import compile_ahead
-from cil_jax import equivalence
-from cil_jax import exemplars
-from cil_jax import fit
+from cil_jax.step import compile_ahead
+from cil_jax.classifier import equivalence
+from cil_jax.memory import exemplars
+from cil_jax.step import fit
 from cil_jax import methods
-from cil_jax import step_build
-from cil_jax import step_outputs
+from cil_jax.step import build as step_build
+from cil_jax.step import outputs as step_outputs
 from cil_jax import timer
 from cil_jax.data import train_data as tdata
 from cil_jax.methods.shared import penalties
 from cil_jax.models.expand import resize_head
-from cil_jax.step_outputs import StepResult
+from cil_jax.step.outputs import StepResult
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cil_jax import inversion
+from cil_jax.synthesis import inversion
 from cil_jax import losses
 from cil_jax.parallel import BATCH_AXIS
 

@@ -11,7 +11,7 @@ C_A, and what each finished step writes, so any result can be the teacher of
 a later run. ``docs/checkpoint.md`` documents every key (``METADATA_KEYS``
 required, ``OPTIONAL_KEYS`` optional) with an example; in short: ``model``,
 ``adapter_dim``, ``num_classes``, ``class_order``, ``input_shape``,
-``input`` (the input spec, ``cil_jax.input_spec``), ``head_path``, and
+``input`` (the input spec, ``cil_jax.classifier.input_spec``), ``head_path``, and
 optionally ``class_names``, ``dataset`` and ``accuracy``.
 
 Every read checks the metadata key by key, and damaged files (truncated or
@@ -30,7 +30,7 @@ import os
 import jax
 import numpy as np
 
-from cil_jax import input_spec
+from cil_jax.classifier import input_spec
 from cil_jax import jsonio
 
 FORMAT = "cil_jax.classifier/3"
@@ -211,7 +211,7 @@ def read_metadata(path):
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"No classifier at {path}: it does not exist. A classifier is a "
-        f"directory written by cil_jax.checkpoint.save_classifier, e.g. "
+        f"directory written by cil_jax.classifier.checkpoint.save_classifier, e.g. "
         f"<workdir>/base/step_0/classifier of a finished run.")
   if not os.path.isdir(path):
     raise NotADirectoryError(
@@ -228,11 +228,11 @@ def read_metadata(path):
         f"{path} is not a classifier or is damaged: {meta_path} is missing. "
         f"A classifier holds {VARIABLES_DIR}/ and {METADATA_FILE}; rerun the "
         f"step that wrote it, or write it with "
-        f"cil_jax.checkpoint.save_classifier (a plain orbax checkpoint of a "
+        f"cil_jax.classifier.checkpoint.save_classifier (a plain orbax checkpoint of a "
         f"Flax module needs --config.teacher.module; docs/checkpoint.md).")
   metadata = jsonio.read_json(
       meta_path, fix="rerun the step that wrote this classifier, or write it "
-      "again with cil_jax.checkpoint.save_classifier")
+      "again with cil_jax.classifier.checkpoint.save_classifier")
   if format_ is None:
     format_ = (_V2_FORMAT if isinstance(metadata, dict) and
                metadata.get("format") == _V2_FORMAT else FORMAT)
@@ -263,7 +263,7 @@ def load_classifier(path, expected_variables):
   metadata = read_metadata(path)
   path = os.path.abspath(path)
   fix = ("rerun the step that wrote it (delete its step directory), or "
-         "write it again with cil_jax.checkpoint.save_classifier")
+         "write it again with cil_jax.classifier.checkpoint.save_classifier")
   if metadata.get("source_format") == _V1_FORMAT:
     restored = _restore(path, "classifier", fix, lambda: (
         ocp().StandardCheckpointer().restore(
@@ -304,7 +304,7 @@ def _check_metadata(metadata, where, format_, input_required=True,
   """Raises ``MetadataError`` naming every missing key, or the first wrong
   value, of ``where``, with what the key should hold."""
   fix = fix or ("Rerun the step that wrote this classifier, or write it with "
-                "cil_jax.checkpoint.save_classifier and complete metadata "
+                "cil_jax.classifier.checkpoint.save_classifier and complete metadata "
                 "(docs/checkpoint.md)")
   keys = _V2_KEYS if format_ in (_V1_FORMAT, _V2_FORMAT) else METADATA_KEYS
   if not isinstance(metadata, dict):

@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
-from cil_jax import train_step as ts
+from cil_jax.step import train_step as ts
 from cil_jax.data import train_data as train_data_lib
 from cil_jax.parallel import BATCH_AXIS
 

@@ -1,4 +1,4 @@
-"""``python -m cil_jax.inspect PATH``: what a classifier checkpoint holds and
+"""``python -m cil_jax.classifier.inspect PATH``: what a classifier checkpoint holds and
 whether cil_jax can extend it.
 
 Prints the format, the model (cil_jax's or a Flax module's import path),
@@ -18,10 +18,10 @@ from absl import app
 from absl import logging
 from flax import traverse_util
 
-from cil_jax import checkpoint
-from cil_jax import input_spec
+from cil_jax.classifier import checkpoint
+from cil_jax.classifier import input_spec
 from cil_jax import jsonio
-from cil_jax import plain_checkpoint
+from cil_jax.classifier import plain_checkpoint
 from cil_jax.models import keras_model
 
 
@@ -132,7 +132,7 @@ def _tree_lines(tree):
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError("Usage: python -m cil_jax.inspect PATH")
+    raise app.UsageError("Usage: python -m cil_jax.classifier.inspect PATH")
   logging.set_verbosity(logging.WARNING)
   try:
     lines, problems = describe(argv[1])
