@@ -13,9 +13,9 @@ keras = pytest.importorskip("keras")
 
 import byo_models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from cil_jax import api  # pylint: disable=wrong-import-position
-from cil_jax import checkpoint  # pylint: disable=wrong-import-position
+from cil_jax.classifier import checkpoint  # pylint: disable=wrong-import-position
 from cil_jax import config_files  # pylint: disable=wrong-import-position
-from cil_jax import inspect  # pylint: disable=wrong-import-position
+from cil_jax.classifier import inspect  # pylint: disable=wrong-import-position
 from cil_jax import train  # pylint: disable=wrong-import-position
 
 OLD = list(range(6))

@@ -172,7 +172,7 @@ def test_bad_config_values_fail_with_a_clear_message(tmp_path, override,
 def test_nan_loss_stops_with_a_clear_error_and_keeps_no_result(tmp_path):
   config = small_config(**{"optim.learning_rate": 1e30, "optim.name": "sgd",
                            "optim.schedule": "constant"})
-  from cil_jax import fit  # pylint: disable=import-outside-toplevel
+  from cil_jax.step import fit  # pylint: disable=import-outside-toplevel
   with pytest.raises(fit.DivergedError, match="Lower config.optim"):
     train.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "base" / "step_0" / "result.json")
