@@ -75,7 +75,7 @@ class Classifier:
     checkpoint.save_classifier(path, self.variables, meta)
 
 
-def add_classes(teacher, train, test=None, workdir=None, method="eps_kd",
+def add_classes(teacher, train, test=None, workdir=None, method="df_replay",
                 class_names=None, settings=None, pixel_max=255.0,
                 new_classes=None,
                 teacher_classes=None, teacher_input=None,

@@ -29,6 +29,4 @@ def get_config():
   config.methods = "df_replay,eps_kd,joint"
   config.classes.groups = ((0, 1, 2, 3, 4, 5, 6, 7), (8, 9))
   config.model.batch_norm = True
-  config.df_replay.batch_stats = "auto"
-  config.df_replay.eps = "auto"
   return config

@@ -21,13 +21,15 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_dict
 
-from cil_jax.synthesis import generator
-from cil_jax.synthesis import inversion
 from cil_jax import losses
-from cil_jax.synthesis import replay_grid
 from cil_jax import timer
+from cil_jax.data import pipeline
 from cil_jax.methods import spec as spec_lib
 from cil_jax.methods.shared import kd
+from cil_jax.models import keras_model
+from cil_jax.synthesis import generator
+from cil_jax.synthesis import inversion
+from cil_jax.synthesis import replay_grid
 
 SYNTHESISERS = ("inversion", "generator")  # config.df_replay.synthesiser
 HEAD_CHECKPOINTS = "_head_finetune"  # beside the step's own checkpoints
@@ -56,7 +58,7 @@ def defaults():
   # alone for head_finetune_steps on a class-balanced CE over new and
   # synthetic rows.
   c = config_dict.ConfigDict()
-  c.eps = "0.5"  # a number in [0, 1], or auto
+  c.eps = "auto"  # a number in [0, 1], or auto = k / (k + m)
   c.kd_temperature = 2.0
   c.ce_form = "local"  # local | all
   # frozen: every BatchNorm keeps the teacher's running statistics
@@ -64,7 +66,7 @@ def defaults():
   # batches) | mixed (on each batch's real new and synthetic old rows
   # together, in one BatchNorm batch) | auto (per step: frozen when the new
   # classes are at most a fifth of the seen ones, else train).
-  c.batch_stats = "frozen"
+  c.batch_stats = "auto"
   c.samples = 2048
   c.weight = 1.0
   c.batch_size = 0
@@ -84,6 +86,11 @@ def defaults():
   c.inversion.bn_weight = 1.0
   c.inversion.tv_weight = 0.0  # total variation (images)
   c.inversion.l2_weight = 0.0
+  # noise (DeepInversion) | new_data: start from the step's new-class
+  # images, keeping the data's low-level statistics (a teacher without
+  # BatchNorm has no other prior) | auto: new_data when the training split
+  # is in memory, else noise.
+  c.inversion.init = "auto"
   c.generator = config_dict.ConfigDict()
   c.generator.steps = 500  # Adam steps of the generator
   c.generator.learning_rate = 1e-3
@@ -137,6 +144,9 @@ def check(config, need, names, num_devices):
        f"config.df_replay.generator.learning_rate={gen.learning_rate} must "
        f"be > 0, and bn_weight={gen.bn_weight} and diversity_weight="
        f"{gen.diversity_weight} >= 0.")
+  need(inv.init in (*inversion.INITS, inversion.AUTO),
+       f"config.df_replay.inversion.init={inv.init!r}; use one of "
+       f"{(*inversion.INITS, inversion.AUTO)}.")
   need(inv.learning_rate > 0,
        f"config.df_replay.inversion.learning_rate={inv.learning_rate} must "
        f"be > 0.")
@@ -268,10 +278,11 @@ def replay_sets(ctx, t, jobs, models, key):
       synthesize = (generator.synthesize
                     if isinstance(settings.replay, generator.Settings)
                     else inversion.synthesize)
+      synthesis, extra = _resolve_init(ctx, t, jobs[0].method)
       with timer.section("replay_synthesis"):
         replay = synthesize(
             teacher.apply, previous.variables, ctx.num_old(t),
-            ctx.dataset.input_shape, key, settings.replay, ctx.devices)
+            ctx.dataset.input_shape, key, synthesis, ctx.devices, **extra)
       print(f"{name} step {t}: synthesised {len(replay['image'])} "
             f"old-class inputs, teacher confidence "
             f"{replay['stats']['teacher_confidence']:.3f}, target hit "
@@ -285,6 +296,42 @@ def replay_sets(ctx, t, jobs, models, key):
                         ctx.dataset.mean, ctx.dataset.std)
     sets.append(ctx.replays[cache_key])
   return sets
+
+
+def _resolve_init(ctx, t, method):
+  """The synthesiser's settings with inversion's ``init`` resolved (auto:
+  ``new_data`` when the step's training split is in memory, else
+  ``noise``), and the new-class images it starts from; the picks of the
+  step are logged."""
+  synthesis = method.settings.replay
+  if not isinstance(synthesis, inversion.Settings):
+    return synthesis, {}
+  in_memory = ctx.source.arrays("train") is not None
+  init = synthesis.init
+  if init == inversion.AUTO:
+    init = "new_data" if in_memory else "noise"
+  if init == "new_data" and not in_memory:
+    raise ValueError("config.df_replay.inversion.init='new_data' needs the "
+                     "training split in memory; this one is streamed. Use "
+                     "init='noise' or 'auto'.")
+  num_old, num_new = ctx.num_old(t), len(ctx.groups[t])
+  # Inversion reads flax BatchNorm layers (cil_jax's models, Flax
+  # modules); a Keras model's are not seen.
+  prior = (bool(ctx.abstract(ctx.num_outputs, 0).get("batch_stats"))
+           and not isinstance(ctx.foreign, keras_model.KerasClassifier))
+  print(f"{method.name} step {t}: picked batch_stats={method.batch_stats} "
+        f"({num_new} new of {num_old + num_new} seen classes), eps="
+        f"{method.eps_for(num_old, num_new):.3f}, synthesis from {init} "
+        f"(BatchNorm prior: "
+        f"{'yes' if prior else 'none'})",
+        flush=True)
+  synthesis = dataclasses.replace(synthesis, init=init)
+  if init != "new_data":
+    return synthesis, {}
+  examples = pipeline.filtered(ctx.source, "train",
+                               ctx.train_classes(t, scratch=False),
+                               ctx.mapping)
+  return synthesis, {"new_images": examples.image}
 
 
 def head_finetune_method(method):

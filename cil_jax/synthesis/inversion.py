@@ -40,6 +40,15 @@ class Settings:
   bn_weight: float = 1.0
   tv_weight: float = 0.0
   l2_weight: float = 0.0
+  # Where each input starts: "noise" (Gaussian, DeepInversion's) or
+  # "new_data" (a real image of the step's new classes, so the synthetic
+  # old-class inputs keep the data's low-level statistics: the one prior
+  # a teacher without BatchNorm leaves).
+  init: str = "noise"
+
+
+INITS = ("noise", "new_data")
+AUTO = "auto"  # a method's choice per step (``methods.df_replay``)
 
 
 def settings_from(replay_config):
@@ -118,8 +127,11 @@ def _program(apply_fn, settings, input_shape):
             + settings.l2_weight * jnp.mean(inputs**2))
     return loss, (ce, bn)
 
-  def run(variables, key, targets, num_old):
-    inputs = jax.random.normal(key, (targets.shape[0], *input_shape))
+  def run(variables, key, targets, num_old, starts):
+    if settings.init == "noise":
+      inputs = jax.random.normal(key, (targets.shape[0], *input_shape))
+    else:
+      inputs = starts
 
     def step(carry, _):
       inputs, opt_state = carry
@@ -133,11 +145,11 @@ def _program(apply_fn, settings, input_shape):
     logits = apply_fn(variables, inputs, train=False)
     return inputs, logits, ce[-1], bn[-1]
 
-  return jax.pmap(run, in_axes=(None, 0, 0, None))
+  return jax.pmap(run, in_axes=(None, 0, 0, None, 0))
 
 
 def synthesize(apply_fn, variables, num_old, input_shape, key, settings,
-               devices=None):
+               devices=None, new_images=None):
   """``settings.samples`` synthetic inputs of the first ``num_old``
   classes (balanced: sample ``i`` targets class ``i % num_old``, shuffled)
   and the teacher's logits on them, as host arrays ``{"image", "logits"}``
@@ -148,7 +160,9 @@ def synthesize(apply_fn, variables, num_old, input_shape, key, settings,
   ``key`` a JAX key. Batch ``b`` of ``settings.batch_size`` rows starts
   from its own key (``fold_in(key, b)``), and ``devices`` (default: the
   first local device) each synthesise one batch at a time, so the result
-  does not depend on the number of devices.
+  does not depend on the number of devices. With ``settings.init ==
+  "new_data"``, ``new_images`` (host, normalised) are the step's new-class
+  training images; each input starts from one drawn at random.
   """
   if num_old < 1:
     raise ValueError("Replay synthesises old classes, but this step has "
@@ -157,12 +171,23 @@ def synthesize(apply_fn, variables, num_old, input_shape, key, settings,
   program = _program(apply_fn, settings, tuple(input_shape))
   targets = balanced_targets(key, settings.samples, settings.batch_size,
                              num_old, len(devices))
+  if settings.init == "new_data":
+    if new_images is None or not len(new_images):
+      raise ValueError("config.df_replay.inversion.init='new_data' starts "
+                       "synthesis from the step's new-class images, but "
+                       "none were given.")
+    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
+    rows = np.random.default_rng(seed).integers(
+        0, len(new_images), targets.size).reshape(targets.shape)
+    starts = np.asarray(new_images, np.float32)[rows]
+  else:  # unused by the program: one zero row per target
+    starts = np.zeros((*targets.shape, 1), np.float32)
   outputs = []
   for r, round_targets in enumerate(targets):
     keys = jnp.stack([jax.random.fold_in(key, r * len(devices) + d)
                       for d in range(len(devices))])
     outputs.append(jax.device_get(program(variables, keys, round_targets,
-                                          np.int32(num_old))))
+                                          np.int32(num_old), starts[r])))
   images, logits, ces, bns = (np.concatenate(parts) for parts in zip(*outputs))
   num_batches = -(-settings.samples // settings.batch_size)
   return synthetic_set(images, logits, targets, settings.samples,
