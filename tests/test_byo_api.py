@@ -61,7 +61,7 @@ def test_module_and_params_teacher_with_names(tmp_path):
   new = y >= 6
   extended = api.add_classes(
       teacher=(module, params), train=(x[new], y[new]), test=(tx, ty),
-      workdir=str(tmp_path / "wd"), pixel_max=16,
+      workdir=str(tmp_path / "wd"), pixel_max=16, method="eps_kd",
       teacher_classes=old, teacher_train_kwarg="!deterministic",
       teacher_input={"pixels": "unit", "normalization": "none"},
       class_names={6: "six", 7: "seven", 8: "eight", 9: "nine"},

@@ -90,6 +90,7 @@ def test_add_classes_to_a_given_classifier(default_run, tmp_path):
   teacher = os.path.join(workdir, "base", "step_0", "classifier")
   config = add_classes.get_config()
   config.teacher.checkpoint = teacher
+  config.methods = "eps_kd,finetune"
   config.classes.groups = ((7, 8), (9,))
   config.train.epochs = 10
   config.train.num_devices = 1
