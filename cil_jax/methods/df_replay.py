@@ -61,6 +61,10 @@ def defaults():
   c.eps = "auto"  # a number in [0, 1], or auto = k / (k + m)
   c.kd_temperature = 2.0
   c.ce_form = "local"  # local | all
+  # The layers a step trains (cil_jax.partition's presets; last_k: the
+  # last ``last_k`` layers).
+  c.layers = "all"
+  c.last_k = 2
   # frozen: every BatchNorm keeps the teacher's running statistics
   # (new-class-only batches would shift them) | train (on the new-class
   # batches) | mixed (on each batch's real new and synthetic old rows
@@ -88,8 +92,9 @@ def defaults():
   c.inversion.l2_weight = 0.0
   # noise (DeepInversion) | new_data: start from the step's new-class
   # images, keeping the data's low-level statistics (a teacher without
-  # BatchNorm has no other prior) | auto: new_data when the training split
-  # is in memory, else noise.
+  # BatchNorm has no other prior) | auto: noise when the teacher's
+  # BatchNorm statistics guide the inversion, else new_data (when the
+  # training split is in memory).
   c.inversion.init = "auto"
   c.generator = config_dict.ConfigDict()
   c.generator.steps = 500  # Adam steps of the generator
@@ -105,6 +110,9 @@ def defaults():
 def check(config, need, names, num_devices):
   c, inv = config.df_replay, config.df_replay.inversion
   kd.check_kd_section(config, "df_replay", need)
+  need(c.layers in ("all", "last_k", "head"),
+       f"config.df_replay.layers={c.layers!r}; use all, last_k or head.")
+  need(c.last_k >= 1, f"config.df_replay.last_k={c.last_k} must be >= 1.")
   need(c.batch_stats in spec_lib.BATCH_STATS,
        f"config.df_replay.batch_stats={c.batch_stats!r}; use one of "
        f"{spec_lib.BATCH_STATS}.")
@@ -172,6 +180,7 @@ def from_config(spec, config):
   replay = _synthesis_settings(c) if c.samples else None
   return spec_lib.Method(
       spec, spec_lib.parse_eps(c.eps, "df_replay"), "full", c.kd_temperature,
+      layers=c.layers, last_k=int(c.last_k),
       ce_form=c.ce_form, batch_stats=c.batch_stats,
       replay_weight=float(c.weight) if replay else 0.0,
       replay_batch=int(c.batch_size or config.train.batch_size),
@@ -299,26 +308,29 @@ def replay_sets(ctx, t, jobs, models, key):
 
 
 def _resolve_init(ctx, t, method):
-  """The synthesiser's settings with inversion's ``init`` resolved (auto:
-  ``new_data`` when the step's training split is in memory, else
-  ``noise``), and the new-class images it starts from; the picks of the
-  step are logged."""
+  """The synthesiser's settings with inversion's ``init`` resolved, and
+  the new-class images it starts from; the picks of the step are logged.
+  Auto: from noise where the teacher's BatchNorm statistics guide the
+  inversion (DeepInversion; on the zoo's BatchNorm CNN new-class starts
+  cost new-class accuracy), else from the step's new-class images when
+  its training split is in memory (the MLP without BatchNorm: far better
+  than from noise; docs/data_free.md)."""
   synthesis = method.settings.replay
   if not isinstance(synthesis, inversion.Settings):
     return synthesis, {}
   in_memory = ctx.source.arrays("train") is not None
+  # Inversion reads flax BatchNorm layers (cil_jax's models, Flax
+  # modules); a Keras model's are not seen.
+  prior = (bool(ctx.abstract(ctx.num_outputs, 0).get("batch_stats"))
+           and not isinstance(ctx.foreign, keras_model.KerasClassifier))
   init = synthesis.init
   if init == inversion.AUTO:
-    init = "new_data" if in_memory else "noise"
+    init = "new_data" if in_memory and not prior else "noise"
   if init == "new_data" and not in_memory:
     raise ValueError("config.df_replay.inversion.init='new_data' needs the "
                      "training split in memory; this one is streamed. Use "
                      "init='noise' or 'auto'.")
   num_old, num_new = ctx.num_old(t), len(ctx.groups[t])
-  # Inversion reads flax BatchNorm layers (cil_jax's models, Flax
-  # modules); a Keras model's are not seen.
-  prior = (bool(ctx.abstract(ctx.num_outputs, 0).get("batch_stats"))
-           and not isinstance(ctx.foreign, keras_model.KerasClassifier))
   print(f"{method.name} step {t}: picked batch_stats={method.batch_stats} "
         f"({num_new} new of {num_old + num_new} seen classes), eps="
         f"{method.eps_for(num_old, num_new):.3f}, synthesis from {init} "
