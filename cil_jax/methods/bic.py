@@ -106,27 +106,6 @@ def train_rows(ctx, t, previous):
   return held_out(ctx, t, previous.memory)[1]["index"]
 
 
-def objective(method, build):
-  del method
-
-  def loss(inputs, params):
-    count, _, seen_logits, labels, updates = rows.joint_forward(inputs,
-                                                                params)
-    hparams = inputs.hparams
-    ce = losses.cross_entropy(seen_logits, labels)
-    kd = losses.distillation(
-        build.kd_form, losses.mask_logits(
-            jnp.concatenate([inputs.teacher_logits,
-                             inputs.batch["replay_logits"]]),
-            hparams["num_old"]),
-        seen_logits, hparams["kd_temperature"], build.kd_t2_scaling,
-        num_old=hparams["num_old"])
-    total = losses.eps_mix(ce, kd, hparams["eps"])
-    return total, (seen_logits[:count], updates.get("batch_stats", {}),
-                   total, kd)
-  return spec_lib.Objective(loss)
-
-
 def corrected(logits, alpha, beta, num_old, num_seen):
   """``logits`` with columns ``num_old`` to ``num_seen`` mapped to
   ``alpha * z + beta``."""
@@ -186,7 +165,7 @@ def correct_bias(ctx, t, job, member, variables, models, training):
 METHOD = spec_lib.Spec(
     name="bic", index=12, family="stores examples",
     summary="CE + LwF KD on batch and memory rows, then bias correction",
-    from_config=from_config, objective=objective,
+    from_config=from_config, objective=rows.ce_kd_objective,
     sections={**rows.SECTIONS, "bic": defaults}, check=check,
     check_steps=check_steps, train_rows=train_rows,
     rows=rows.make_rows(lambda ctx, t, memory: held_out(ctx, t, memory)[0]),

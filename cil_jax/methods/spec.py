@@ -172,12 +172,15 @@ class Objective:
   transform (A-GEM's projection). ``penalty``: adds
   ``regularizers.penalty`` of the step's second input after the mean.
   ``running(running, task_grads, old_params, new_params)``: updates the
-  state's per-parameter running state (SI's path integral)."""
+  state's per-parameter running state (SI's path integral).
+  ``constrain(params, head_path)``: the parameters after each update
+  projected onto the method's constraint set (WA's non-negative head)."""
   loss: Callable
   teacher_logits: bool = True
   transform: Optional[Callable] = None
   penalty: bool = False
   running: Optional[Callable] = None
+  constrain: Optional[Callable] = None
   metric_names: tuple = ("ce", "kd")
 
 

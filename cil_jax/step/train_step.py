@@ -158,6 +158,8 @@ def make_train_step(student_apply, teacher_apply, tx, objective,
     updates = partition.keep_head_columns(
         updates, first_updated, hparams["num_seen"], head_path)
     params = optax.apply_updates(state.params, updates)
+    if objective.constrain is not None:
+      params = objective.constrain(params, head_path)
     batch_stats = partition.keep_frozen(parallel.pmean(batch_stats),
                                         state.batch_stats, frozen_labeler)
     metrics = parallel.pmean({

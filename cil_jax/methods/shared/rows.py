@@ -116,6 +116,29 @@ def make_rows(training_memory=None):
   return rows
 
 
+def ce_kd_objective(method, build):
+  """CE over the seen classes plus ``eps`` times the teacher's KD, on the
+  batch and the memory rows in one pass (BiC's and WA's loss; the
+  teacher's logits of the memory rows come with them)."""
+  del method
+
+  def loss(inputs, params):
+    count, _, seen_logits, labels, updates = joint_forward(inputs, params)
+    hparams = inputs.hparams
+    ce = losses.cross_entropy(seen_logits, labels)
+    kd = losses.distillation(
+        build.kd_form, losses.mask_logits(
+            jnp.concatenate([inputs.teacher_logits,
+                             inputs.batch["replay_logits"]]),
+            hparams["num_old"]),
+        seen_logits, hparams["kd_temperature"], build.kd_t2_scaling,
+        num_old=hparams["num_old"])
+    total = losses.eps_mix(ce, kd, hparams["eps"])
+    return total, (seen_logits[:count], updates.get("batch_stats", {}),
+                   total, kd)
+  return spec_lib.Objective(loss)
+
+
 def joint_forward(inputs, params):
   """One train-mode pass over the batch and the memory rows together:
   ``(rows, logits, seen_logits, labels, updates)``, ``rows`` the batch's
