@@ -1,19 +1,23 @@
-"""A classifier a user brings with BatchNorm (the zoo's Flax CNN,
+"""What the data-free recipe picks from the classifier it is given. A
+classifier a user brings with BatchNorm (the zoo's Flax CNN,
 benchmarks/zoo/models.py, written and named outside cil_jax): when a step
 freezes BatchNorm statistics, or trains no layer that has them, the module
 trains in its inference mode, so new-class batches neither normalise it
 nor move its running statistics; a module without BatchNorm keeps its
-training mode (dropout)."""
+training mode (dropout). Synthesis starts from noise where BatchNorm
+statistics guide it, from the new classes' images where nothing does."""
 
 import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks.zoo import models as zoo
 from cil_jax import methods
 from cil_jax import partition
+from cil_jax.methods import df_replay
 from cil_jax.models import abstract_variables
 from cil_jax.models import foreign
 from cil_jax.step import build
@@ -69,3 +73,13 @@ def test_the_step_picks_inference_mode_from_the_module_and_the_method():
   assert build.foreign_inference(cnn, eps_kd, _rules(cnn, "head"), 0)
   # Nothing to freeze without BatchNorm: dropout keeps its training mode.
   assert not build.foreign_inference(mlp, frozen, _rules(mlp, "all"), 0)
+
+
+def test_synthesis_starts_from_noise_with_a_batchnorm_prior_else_new_data():
+  assert df_replay.pick_init("auto", in_memory=True, prior=True) == "noise"
+  assert df_replay.pick_init("auto", in_memory=True, prior=False) == (
+      "new_data")
+  assert df_replay.pick_init("auto", in_memory=False, prior=False) == "noise"
+  assert df_replay.pick_init("noise", in_memory=True, prior=False) == "noise"
+  with pytest.raises(ValueError, match="inversion.init='new_data' needs"):
+    df_replay.pick_init("new_data", in_memory=False, prior=True)

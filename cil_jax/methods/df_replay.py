@@ -307,6 +307,18 @@ def replay_sets(ctx, t, jobs, models, key):
   return sets
 
 
+def pick_init(init, in_memory, prior):
+  """``init`` resolved: auto is noise with a BatchNorm ``prior``, else
+  new_data when the training split is ``in_memory``."""
+  if init == inversion.AUTO:
+    init = "new_data" if in_memory and not prior else "noise"
+  if init == "new_data" and not in_memory:
+    raise ValueError("config.df_replay.inversion.init='new_data' needs the "
+                     "training split in memory; this one is streamed. Use "
+                     "init='noise' or 'auto'.")
+  return init
+
+
 def _resolve_init(ctx, t, method):
   """The synthesiser's settings with inversion's ``init`` resolved, and
   the new-class images it starts from; the picks of the step are logged.
@@ -323,13 +335,7 @@ def _resolve_init(ctx, t, method):
   # modules); a Keras model's are not seen.
   prior = (bool(ctx.abstract(ctx.num_outputs, 0).get("batch_stats"))
            and not isinstance(ctx.foreign, keras_model.KerasClassifier))
-  init = synthesis.init
-  if init == inversion.AUTO:
-    init = "new_data" if in_memory and not prior else "noise"
-  if init == "new_data" and not in_memory:
-    raise ValueError("config.df_replay.inversion.init='new_data' needs the "
-                     "training split in memory; this one is streamed. Use "
-                     "init='noise' or 'auto'.")
+  init = pick_init(synthesis.init, in_memory, prior)
   num_old, num_new = ctx.num_old(t), len(ctx.groups[t])
   print(f"{method.name} step {t}: picked batch_stats={method.batch_stats} "
         f"({num_new} new of {num_old + num_new} seen classes), eps="
