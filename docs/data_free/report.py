@@ -40,9 +40,10 @@ VARIANTS = {  # members of docs/data_free/run.sh: what each changes
     "auto_w2": "batch_stats=auto, eps=auto, replay weight 2",
     "generator": "generator synthesiser instead of inversion",
 }
-# configs/data_free.py's df_replay values before round 2's became its
-# default (docs/data_free/run.sh's ROUND1).
-ROUND1 = {"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5"}
+# df_replay's values before round 2's and the synthesis rule became its
+# defaults (docs/data_free/run.sh's ROUND1).
+ROUND1 = {"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5",
+          "df_replay.inversion.init": "noise"}
 # docs/data_free/run.sh's round 3: a BatchNorm CNN, its own settings.
 CNN = "CNN conv 16-32, dense 64 + BatchNorm (2 epochs)"
 CNN_FLAGS = ["--config.model.name=cnn", "--config.model.batch_norm=True",
@@ -111,7 +112,7 @@ def _command(root, runs, setting, seed, plain, method, variant, cnn=False):
     for workdir, values in jsonio.read_json(members).items():
       if os.path.basename(workdir) == variant:
         overrides = dict(values)
-  if dataset == "fashion_mnist" and method == "df_replay" and not cnn:
+  if method == "df_replay" and not cnn:
     # Runs without these values ran round 1's recipe, the default then.
     overrides = {**ROUND1, **overrides}
   overrides["methods"] = method

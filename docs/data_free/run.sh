@@ -27,10 +27,10 @@ groups_of() {  # a setting's class groups
   esac
 }
 
-# Round 1's recipe, spelt out: configs/data_free.py's default is now round
-# 2's batch_stats=auto, eps=auto (configs/default.py, the digits runs'
-# config, keeps these values).
-ROUND1='"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5"'
+# Round 1's recipe, spelt out: df_replay's defaults are now round 2's
+# batch_stats=auto, eps=auto and synthesis started by the teacher's kind
+# (inversion.init=auto: noise with BatchNorm, as round 1 always did).
+ROUND1='"df_replay.batch_stats": "frozen", "df_replay.eps": "0.5", "df_replay.inversion.init": "noise"'
 
 members_file() {  # members_file DIR NAME < JSON: writes DIR/NAME, prints it
   mkdir -p "$1"
@@ -94,7 +94,7 @@ for seed in 0 1 2; do
           --config.seed=$seed --config.classes.groups="$(groups_of $split)" \
           --config.model.batch_norm=False --config.methods=df_replay,eps_kd \
           --config.df_replay.batch_stats=frozen --config.df_replay.eps=0.5 \
-          --workdir "$plain" \
+          --config.df_replay.inversion.init=noise --workdir "$plain" \
           > "$dir.plain.log" 2>&1
     fi
   done
