@@ -9,6 +9,8 @@ user), against joint training of the same architecture.
       [--settings 8+2,9+1,5+5] [--methods df_replay,eps_kd,joint] \
       [--seeds 0,1,2] [--epochs 2] [--set key=value ...] [--doc]
 
+(`--models "" --doc` only rewrites the table from results.json.)
+
 Every finished run's row goes to OUT/runs.jsonl as it ends (a rerun skips
 it); OUT/results.json holds one row per setting x model x method with means
 and stds over seeds. Teachers and workdirs live under OUT/work (not
@@ -195,7 +197,7 @@ def main():
       runs = [json.loads(line) for line in f if line.strip()]
   done = {(r["model"], r["setting"], r["seed"], r.get("variant", ""))
           for r in runs}
-  for model in args.models.split(","):
+  for model in filter(None, args.models.split(",")):
     for setting in args.settings.split(","):
       for seed in map(int, args.seeds.split(",")):
         if (model, f"fashion_mnist_{setting}", seed, args.variant) in done:
