@@ -211,6 +211,9 @@ def main():
         print(json.dumps(rows), flush=True)
         with open(os.path.join(args.out, "results.json"), "w") as f:
           json.dump(aggregate(runs), f, indent=1)
+  if runs:
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+      json.dump(aggregate(runs), f, indent=1)
   if args.doc and runs:
     write_doc(aggregate(runs))
 
