@@ -14,10 +14,7 @@ import importlib
 import pkgutil
 
 from cil_jax.methods import spec as spec_lib
-from cil_jax.methods.spec import AUTO  # noqa: F401  (re-exported)
-from cil_jax.methods.spec import BATCH_STATS  # noqa: F401
-from cil_jax.methods.spec import Method  # noqa: F401
-from cil_jax.methods.spec import parse_eps  # noqa: F401
+from cil_jax.methods.spec import Method  # noqa: F401  (the type callers name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,8 +111,3 @@ def base_for(all_methods):
 def get_base():
   base = get("base")
   return base.from_config(base, None)
-
-
-def family(name):
-  """What ``name`` keeps of the old classes, for tables."""
-  return get(name).family
